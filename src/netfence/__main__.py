@@ -1,0 +1,3 @@
+from netfence.cli import main
+
+main()

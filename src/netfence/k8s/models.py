@@ -1,0 +1,226 @@
+"""Typed, immutable models of the Kubernetes objects netfence reads.
+
+Only the wire *shape* is checked here (types, required fields); the API server's semantic
+rules live in `validation`, which walks these models and can report every problem at once
+with its exact field path. Unknown fields are ignored, since real manifests carry far more
+than policy semantics need. `null` in YAML means "absent", as it does for the API server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+T = TypeVar("T")
+
+
+def _none_as_empty_list(value: Any) -> Any:
+    return [] if value is None else value
+
+
+def _label_map(value: Any) -> Any:
+    """Labels and matchLabels: a map; a string such as `app=web-server` gets the fix shown."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        key, sep, val = value.partition("=")
+        hint = f"; write it as a map: `{key.strip()}: {val.strip()}`" if sep else ""
+        raise PydanticCustomError(
+            "label_map",
+            "must be a map of label keys to values, not the string {text}{hint}",
+            {"text": repr(value), "hint": hint},
+        )
+    if isinstance(value, dict):
+        # `app:` with no value is null, which the API server reads as the empty string.
+        return {k: ("" if v is None else v) for k, v in value.items()}
+    return value
+
+
+def _int_or_string(value: Any) -> Any:
+    """IntOrString: one clear message instead of one per union branch."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PydanticCustomError(
+            "int_or_string",
+            "must be a port number or a port name, not {value}",
+            {"value": repr(value)},
+        )
+    return value
+
+
+OptList = Annotated[list[T], BeforeValidator(_none_as_empty_list)]
+Labels = Annotated[dict[StrictStr, StrictStr], BeforeValidator(_label_map)]
+IntOrString = Annotated[int | str, BeforeValidator(_int_or_string)]
+
+
+class Wire(BaseModel):
+    """Base of all wire models: camelCase aliases, frozen, unknown fields ignored."""
+
+    model_config = ConfigDict(
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=to_camel,
+    )
+
+
+class Strict(Wire):
+    """NetworkPolicy's own schema is small and fully known: an unknown field there is a typo
+    (`podselector:` would otherwise silently select every pod), and kubectl's default strict
+    field validation rejects it, so these models forbid extra fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OwnerReference(Wire):
+    kind: StrictStr | None = None
+    name: StrictStr | None = None
+    controller: bool | None = None
+
+
+class ObjectMeta(Wire):
+    name: StrictStr | None = None
+    namespace: StrictStr | None = None
+    labels: Labels = Field(default_factory=dict)
+    owner_references: OptList[OwnerReference] = Field(default_factory=list)
+
+
+class LabelSelectorRequirement(Strict):
+    key: StrictStr
+    operator: StrictStr
+    values: OptList[StrictStr] = Field(default_factory=list)
+
+
+class LabelSelector(Strict):
+    match_labels: Labels = Field(default_factory=dict)
+    match_expressions: OptList[LabelSelectorRequirement] = Field(default_factory=list)
+
+
+class IPBlock(Strict):
+    cidr: StrictStr
+    except_: OptList[StrictStr] = Field(default_factory=list, alias="except")
+
+
+class NetworkPolicyPeer(Strict):
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+
+class NetworkPolicyPort(Strict):
+    protocol: StrictStr | None = None
+    port: IntOrString | None = None
+    end_port: StrictInt | None = None
+
+
+class NetworkPolicyIngressRule(Strict):
+    from_: list[NetworkPolicyPeer] | None = Field(default=None, alias="from")
+    ports: list[NetworkPolicyPort] | None = None
+
+
+class NetworkPolicyEgressRule(Strict):
+    to: list[NetworkPolicyPeer] | None = None
+    ports: list[NetworkPolicyPort] | None = None
+
+
+class NetworkPolicySpec(Strict):
+    pod_selector: LabelSelector = Field(default_factory=LabelSelector)
+    # None (absent) and [] differ only for policyTypes defaulting, so keep them apart.
+    ingress: list[NetworkPolicyIngressRule] | None = None
+    egress: list[NetworkPolicyEgressRule] | None = None
+    policy_types: list[StrictStr] | None = None
+
+
+class NetworkPolicy(Wire):
+    kind: Literal["NetworkPolicy"] = "NetworkPolicy"
+    metadata: ObjectMeta
+    spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
+
+
+class ContainerPort(Wire):
+    name: StrictStr | None = None
+    container_port: StrictInt
+    protocol: StrictStr = "TCP"
+
+
+class Container(Wire):
+    name: StrictStr = ""
+    ports: OptList[ContainerPort] = Field(default_factory=list)
+
+
+class PodSpec(Wire):
+    containers: OptList[Container] = Field(default_factory=list)
+    init_containers: OptList[Container] = Field(default_factory=list)
+    host_network: bool = False
+    node_name: StrictStr | None = None
+
+
+class PodIP(Wire):
+    ip: StrictStr
+
+
+class PodStatus(Wire):
+    pod_ip: StrictStr | None = Field(default=None, alias="podIP")
+    pod_ips: OptList[PodIP] = Field(default_factory=list, alias="podIPs")
+    host_ip: StrictStr | None = Field(default=None, alias="hostIP")
+    phase: StrictStr | None = None
+
+
+class Pod(Wire):
+    kind: Literal["Pod"] = "Pod"
+    metadata: ObjectMeta
+    spec: PodSpec = Field(default_factory=PodSpec)
+    status: PodStatus = Field(default_factory=PodStatus)
+
+
+class PodTemplate(Wire):
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: PodSpec = Field(default_factory=PodSpec)
+
+
+class JobSpec(Wire):
+    template: PodTemplate = Field(default_factory=PodTemplate)
+
+
+class JobTemplate(Wire):
+    spec: JobSpec = Field(default_factory=JobSpec)
+
+
+class WorkloadSpec(Wire):
+    replicas: StrictInt | None = None
+    template: PodTemplate | None = None
+    job_template: JobTemplate | None = None  # CronJob
+
+    def pod_template(self) -> PodTemplate | None:
+        if self.job_template is not None:
+            return self.job_template.spec.template
+        return self.template
+
+
+WORKLOAD_KINDS = frozenset(
+    {
+        "Deployment",
+        "StatefulSet",
+        "DaemonSet",
+        "ReplicaSet",
+        "ReplicationController",
+        "Job",
+        "CronJob",
+    }
+)
+
+
+class Workload(Wire):
+    kind: StrictStr
+    metadata: ObjectMeta
+    spec: WorkloadSpec = Field(default_factory=WorkloadSpec)
+
+
+class Namespace(Wire):
+    kind: Literal["Namespace"] = "Namespace"
+    metadata: ObjectMeta
+
+
+K8sObject = NetworkPolicy | Pod | Namespace | Workload

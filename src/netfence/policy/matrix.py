@@ -1,0 +1,420 @@
+"""Whole-cluster connectivity, computed over equivalence classes of pods.
+
+Pods that share a namespace, labels, container ports, the set of ipBlocks their addresses
+fall in and host-network-ness are indistinguishable to every policy, so the matrix is
+computed class by class. Within that, numpy does the pairs: selectors become boolean masks
+over classes (from an inverted label index), each distinct `Conns` value is interned to a
+small integer, and a rule updates a whole block of the ingress or egress matrix at once.
+Cost grows with rules x matched classes, not with pods squared.
+
+The naive pair-by-pair `Engine` is the reference; tests check this module against it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from netfence.cluster.state import ClusterState, ContainerPort, Pod
+from netfence.policy.conns import ALL_CONNS, NO_CONNS, Conns
+from netfence.policy.engine import Engine, HostNetworkMode
+from netfence.policy.ipranges import IPRanges, Span, cut
+from netfence.policy.ir import CompiledPolicy, Direction, IPPeer, Peer, PodPeer, Rule
+from netfence.policy.selectors import Selector
+
+IdArray = npt.NDArray[np.int32]
+Mask = npt.NDArray[np.bool_]
+NONE_ID, ALL_ID = 0, 1
+
+
+class ConnTable:
+    """Interns `Conns` values as integers; 0 is no connection, 1 is all connections."""
+
+    def __init__(self) -> None:
+        self.values: list[Conns] = [NO_CONNS, ALL_CONNS]
+        self._ids: dict[Conns, int] = {NO_CONNS: NONE_ID, ALL_CONNS: ALL_ID}
+        self._union: dict[tuple[int, int], int] = {}
+        self._meet: dict[tuple[int, int], int] = {}
+
+    def intern(self, conns: Conns) -> int:
+        found = self._ids.get(conns)
+        if found is None:
+            found = self._ids[conns] = len(self.values)
+            self.values.append(conns)
+        return found
+
+    def union(self, a: int, b: int) -> int:
+        if a == b or b == NONE_ID or a == ALL_ID:
+            return a
+        if a == NONE_ID or b == ALL_ID:
+            return b
+        key = (a, b) if a < b else (b, a)
+        found = self._union.get(key)
+        if found is None:
+            found = self._union[key] = self.intern(self.values[a] | self.values[b])
+        return found
+
+    def meet(self, a: int, b: int) -> int:
+        if a == b or b == ALL_ID or a == NONE_ID:
+            return a
+        if a == ALL_ID or b == NONE_ID:
+            return b
+        key = (a, b) if a < b else (b, a)
+        found = self._meet.get(key)
+        if found is None:
+            found = self._meet[key] = self.intern(self.values[a] & self.values[b])
+        return found
+
+    def union_with(self, ids: IdArray, conn: int) -> IdArray:
+        """Element-wise union of an id array with one id."""
+        return self._apply(ids, lambda a: self.union(a, conn))
+
+    def meet_arrays(self, a: IdArray, b: IdArray) -> IdArray:
+        """Element-wise intersection of two id arrays of one shape."""
+        out = np.where(a == ALL_ID, b, a)
+        mixed = (a != b) & (a != ALL_ID) & (b != ALL_ID) & (a != NONE_ID) & (b != NONE_ID)
+        if mixed.any():
+            pairs = np.stack([a[mixed], b[mixed]], axis=1)
+            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            met = np.array([self.meet(int(x), int(y)) for x, y in uniq], dtype=np.int32)
+            out[mixed] = met[inverse.reshape(-1)]
+        out[(a == NONE_ID) | (b == NONE_ID)] = NONE_ID
+        return out
+
+    def union_arrays(self, a: IdArray, b: IdArray) -> IdArray:
+        out = np.where(a == NONE_ID, b, a)
+        mixed = (a != b) & (a != NONE_ID) & (b != NONE_ID) & (a != ALL_ID) & (b != ALL_ID)
+        if mixed.any():
+            pairs = np.stack([a[mixed], b[mixed]], axis=1)
+            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+            joined = np.array([self.union(int(x), int(y)) for x, y in uniq], dtype=np.int32)
+            out[mixed] = joined[inverse.reshape(-1)]
+        out[(a == ALL_ID) | (b == ALL_ID)] = ALL_ID
+        return out
+
+    def _apply(self, ids: IdArray, fn: object) -> IdArray:
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)  # type: ignore[operator]
+        return mapped[inverse.reshape(ids.shape)]
+
+
+@dataclass
+class PodClass:
+    index: int
+    namespace: str
+    labels: dict[str, str]
+    ports: tuple[ContainerPort, ...]
+    host_network: bool
+    pods: list[Pod] = field(default_factory=list)
+
+
+class ClusterMatrix:
+    """Ingress and egress matrices over pod classes and external address ranges.
+
+    `ingress[d, s]`: what destination class d's ingress side allows from source s, where s
+    indexes classes then `src_ranges`. `egress[s, d]`: likewise for source class s's egress
+    towards classes then `dst_ranges`. `pod_to_pod()` combines both sides.
+    """
+
+    def __init__(
+        self, state: ClusterState, family: int | None = None, host_network: HostNetworkMode = "pod"
+    ) -> None:
+        self.state = state
+        self.engine = Engine(state, family, host_network)
+        self.table = ConnTable()
+        policies = self.engine.policies
+        self.blocks = _distinct_blocks(policies)
+        self.classes, self.class_of, self._signatures = _classes(state, self.engine, self.blocks)
+        self.src_ranges = _ranges(policies, "ingress")
+        self.dst_ranges = _ranges(policies, "egress")
+        self._index = _LabelIndex(self.classes, state, host_network)
+        self._block_masks = self._make_block_masks()
+        self.ingress = self._direction("ingress")
+        self.egress = self._direction("egress")
+
+    @property
+    def size(self) -> int:
+        return len(self.classes)
+
+    def pod_to_pod(self, rows: slice | None = None) -> IdArray:
+        """[s, d] conn ids between classes (both sides applied); optionally a row block."""
+        n = self.size
+        rows = rows or slice(0, n)
+        egress = self.egress[rows, :n]
+        ingress = self.ingress[:, rows].T
+        return self.table.meet_arrays(egress, np.ascontiguousarray(ingress))
+
+    def pod_to_range(self) -> IdArray:
+        """[s, j]: class s towards `dst_ranges[j]` (only the source's egress applies)."""
+        return self.egress[:, self.size :]
+
+    def range_to_pod(self) -> IdArray:
+        """[j, d]: `src_ranges[j]` towards class d (only the destination's ingress applies)."""
+        return self.ingress[:, self.size :].T
+
+    def conns(self, conn_id: int) -> Conns:
+        return self.table.values[conn_id]
+
+    # -- construction -------------------------------------------------------------------
+
+    def _make_block_masks(self) -> dict[IPRanges, tuple[Mask, Mask, Mask]]:
+        """Per distinct ipBlock: classes with an address in it, and source/destination ranges."""
+        masks = {}
+        for block, block_id in self.blocks.items():
+            classes = np.array([block_id in sig for sig in self._signatures], dtype=bool)
+            src = np.array([block.covers(r) for r in self.src_ranges], dtype=bool)
+            dst = np.array([block.covers(r) for r in self.dst_ranges], dtype=bool)
+            masks[block] = (classes, src, dst)
+        return masks
+
+    def _peer_mask(self, peer: Peer, direction: Direction) -> Mask:
+        ranges = self.src_ranges if direction == "ingress" else self.dst_ranges
+        if isinstance(peer, IPPeer):
+            classes, src, dst = self._block_masks[peer.block]
+            return np.concatenate([classes, src if direction == "ingress" else dst])
+        return np.concatenate([self._index.pod_peer(peer), np.zeros(len(ranges), dtype=bool)])
+
+    def _rule_mask(self, rule: Rule, direction: Direction) -> Mask:
+        width = self.size + len(self.src_ranges if direction == "ingress" else self.dst_ranges)
+        if rule.peers is None:
+            return np.ones(width, dtype=bool)
+        mask = np.zeros(width, dtype=bool)
+        for peer in rule.peers:
+            mask |= self._peer_mask(peer, direction)
+        return mask
+
+    def _direction(self, direction: Direction) -> IdArray:
+        n = self.size
+        width = n + len(self.src_ranges if direction == "ingress" else self.dst_ranges)
+        matrix = np.full((n, width), ALL_ID, dtype=np.int32)
+        targets_of: list[tuple[CompiledPolicy, npt.NDArray[np.intp]]] = []
+        isolated = np.zeros(n, dtype=bool)
+        for policy in self.engine.policies:
+            if not policy.isolates(direction):
+                continue
+            targets = np.nonzero(self._index.targets(policy))[0]
+            if targets.size:
+                isolated[targets] = True
+                targets_of.append((policy, targets))
+        matrix[isolated] = NONE_ID
+        port_groups = _port_groups(self.classes)
+        for policy, targets in targets_of:
+            for rule in policy.rules(direction):
+                mask = self._rule_mask(rule, direction)
+                if not mask.any():
+                    continue
+                if direction == "ingress":
+                    self._apply_ingress(matrix, rule, targets, mask)
+                else:
+                    self._apply_egress(matrix, rule, targets, mask, port_groups)
+        return matrix
+
+    def _apply_ingress(
+        self, matrix: IdArray, rule: Rule, targets: npt.NDArray[np.intp], mask: Mask
+    ) -> None:
+        # Named ports resolve on the destination, which here is the row (target) class.
+        cols = np.nonzero(mask)[0]
+        groups: dict[int, list[int]] = defaultdict(list)
+        for t in targets:
+            conn = (
+                self.table.intern(rule.conns_for(self.classes[t].ports))
+                if (rule.has_named_ports)
+                else -1
+            )
+            groups[conn].append(int(t))
+        for conn, rows in groups.items():
+            conn_id = conn if conn >= 0 else self.table.intern(rule.conns_for(()))
+            if conn_id == NONE_ID:
+                continue
+            block = np.ix_(rows, cols)
+            matrix[block] = self.table.union_with(matrix[block], conn_id)
+
+    def _apply_egress(
+        self,
+        matrix: IdArray,
+        rule: Rule,
+        targets: npt.NDArray[np.intp],
+        mask: Mask,
+        port_groups: dict[tuple[ContainerPort, ...], npt.NDArray[np.bool_]],
+    ) -> None:
+        n = self.size
+        if not rule.has_named_ports:
+            column_sets = [(self.table.intern(rule.conns_for(())), np.nonzero(mask)[0])]
+        else:
+            # Destination classes, grouped by their container ports; external ranges have
+            # none, so a named port allows nothing towards an IP.
+            column_sets = []
+            for ports, members in port_groups.items():
+                cols = np.nonzero(mask[:n] & members)[0]
+                if cols.size:
+                    column_sets.append((self.table.intern(rule.conns_for(ports)), cols))
+            ext = np.nonzero(mask[n:])[0] + n
+            if ext.size:
+                column_sets.append((self.table.intern(rule.conns_for(())), ext))
+        for conn_id, cols in column_sets:
+            if conn_id == NONE_ID or not cols.size:
+                continue
+            block = np.ix_(targets, cols)
+            matrix[block] = self.table.union_with(matrix[block], conn_id)
+
+
+def _distinct_blocks(policies: Sequence[CompiledPolicy]) -> dict[IPRanges, int]:
+    blocks: dict[IPRanges, int] = {}
+    for policy in policies:
+        for rule in (*policy.ingress, *policy.egress):
+            for peer in rule.peers or ():
+                if isinstance(peer, IPPeer):
+                    blocks.setdefault(peer.block, len(blocks))
+    return blocks
+
+
+def _ranges(policies: Sequence[CompiledPolicy], direction: Direction) -> list[Span]:
+    """External address ranges: each family's space cut at the direction's ipBlock edges.
+
+    IPv4 is always present (the whole space when no ipBlock is used); IPv6 only when some
+    ipBlock of this direction is IPv6, so IPv4-only clusters read as they always have.
+    """
+    blocks = [
+        peer.block
+        for policy in policies
+        for rule in policy.rules(direction)
+        for peer in rule.peers or ()
+        if isinstance(peer, IPPeer)
+    ]
+    ranges = cut(4, blocks)
+    if any(span[0] == 6 for block in blocks for span in block.spans):
+        ranges += cut(6, blocks)
+    return ranges
+
+
+def _classes(
+    state: ClusterState, engine: Engine, blocks: dict[IPRanges, int]
+) -> tuple[list[PodClass], dict[int, int], list[frozenset[int]]]:
+    """Group pods into classes.
+
+    Returns the classes, a map id(pod) -> class index, and per class the ids of the ipBlocks
+    that hold one of its addresses.
+    """
+    by_key: dict[tuple[object, ...], PodClass] = {}
+    class_of: dict[int, int] = {}
+    sig_cache: dict[object, frozenset[int]] = {}
+    signatures: list[frozenset[int]] = []
+    for pod in state.pods:
+        ips = engine.pod_ips(pod)
+        sig: frozenset[int] = frozenset()
+        if ips and blocks:
+            found = sig_cache.get(ips)
+            if found is None:
+                found = sig_cache[ips] = frozenset(
+                    i for b, i in blocks.items() if any(ip in b for ip in ips)
+                )
+            sig = found
+        key = (pod.namespace, frozenset(pod.labels.items()), pod.ports, sig, pod.host_network)
+        pod_class = by_key.get(key)
+        if pod_class is None:
+            pod_class = by_key[key] = PodClass(
+                len(by_key), pod.namespace, dict(pod.labels), pod.ports, pod.host_network
+            )
+            signatures.append(sig)
+        pod_class.pods.append(pod)
+        class_of[id(pod)] = pod_class.index
+    return list(by_key.values()), class_of, signatures
+
+
+def _port_groups(classes: Iterable[PodClass]) -> dict[tuple[ContainerPort, ...], Mask]:
+    classes = list(classes)
+    groups: dict[tuple[ContainerPort, ...], Mask] = {}
+    for c in classes:
+        mask = groups.get(c.ports)
+        if mask is None:
+            mask = groups[c.ports] = np.zeros(len(classes), dtype=bool)
+        mask[c.index] = True
+    return groups
+
+
+class _LabelIndex:
+    """Selectors evaluated as boolean masks over classes, from an inverted label index."""
+
+    def __init__(
+        self, classes: Sequence[PodClass], state: ClusterState, host_network: HostNetworkMode
+    ) -> None:
+        n = len(classes)
+        self.n = n
+        self._pairs: dict[tuple[str, str], Mask] = {}
+        self._keys: dict[str, Mask] = {}
+        for c in classes:
+            for item in c.labels.items():
+                self._mask(self._pairs, item)[c.index] = True
+                self._mask(self._keys, item[0])[c.index] = True
+        names = sorted(state.namespaces)
+        self._ns_labels = {name: state.namespaces[name].labels for name in names}
+        self._ns_members: dict[str, Mask] = {}
+        for c in classes:
+            self._mask(self._ns_members, c.namespace)[c.index] = True
+        # In "node" mode selectors never see hostNetwork pods, as targets or as peers.
+        self._selectable = np.array(
+            [not (c.host_network and host_network == "node") for c in classes], dtype=bool
+        )
+        self._cache: dict[object, Mask] = {}
+
+    def _mask(self, table: dict[object, Mask], key: object) -> Mask:  # type: ignore[type-arg]
+        mask = table.get(key)
+        if mask is None:
+            mask = table[key] = np.zeros(self.n, dtype=bool)
+        return mask
+
+    def _empty(self) -> Mask:
+        return np.zeros(self.n, dtype=bool)
+
+    def selector(self, selector: Selector) -> Mask:
+        cached = self._cache.get(selector)
+        if cached is not None:
+            return cached
+        result = np.ones(self.n, dtype=bool)
+        for req in selector.requirements:
+            if req.operator in ("In", "NotIn"):
+                hit = self._empty()
+                for value in req.values:
+                    found = self._pairs.get((req.key, value))
+                    if found is not None:
+                        hit |= found
+                result &= hit if req.operator == "In" else ~hit
+            else:
+                has = self._keys.get(req.key, self._empty())
+                result &= has if req.operator == "Exists" else ~has
+        self._cache[selector] = result
+        return result
+
+    def namespaces(self, selector: Selector) -> Mask:
+        key = ("ns", selector)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        result = self._empty()
+        for name, labels in self._ns_labels.items():
+            if selector.matches(labels) and name in self._ns_members:
+                result |= self._ns_members[name]
+        self._cache[key] = result
+        return result
+
+    def in_namespace(self, name: str) -> Mask:
+        return self._ns_members.get(name, self._empty())
+
+    def pod_peer(self, peer: PodPeer) -> Mask:
+        if peer.namespace is not None:
+            where = self.in_namespace(peer.namespace)
+        else:
+            assert peer.namespaces is not None
+            where = self.namespaces(peer.namespaces)
+        return where & self.selector(peer.pods) & self._selectable
+
+    def targets(self, policy: CompiledPolicy) -> Mask:
+        return (
+            self.in_namespace(policy.namespace)
+            & self.selector(policy.pod_selector)
+            & self._selectable
+        )
