@@ -133,45 +133,154 @@ COMPONENTS: tuple[Component, ...] = (
     Component("scheduler", "worker", (METRICS,), weight=1, replicas=(1, 1, 2)),
     Component("email-sender", "worker", (METRICS,), weight=0.7, replicas=(1, 2)),
     Component("indexer", "worker", (METRICS,), weight=0.7, replicas=(1, 2, 3)),
-    Component("statsd", "worker", (Port("statsd", 8125, "UDP"), Port("admin", 8126)), weight=0.3,
-              replicas=(1, 2)),
+    Component(
+        "statsd",
+        "worker",
+        (Port("statsd", 8125, "UDP"), Port("admin", 8126)),
+        weight=0.3,
+        replicas=(1, 2),
+    ),
     # caches
-    Component("redis", "cache", (Port("redis", 6379), Port("metrics", 9121)), kind="StatefulSet",
-              weight=2, replicas=(1, 3, 3, 6)),
-    Component("memcached", "cache", (Port("memcache", 11211), Port("metrics", 9150)), weight=0.7,
-              replicas=(1, 2, 3)),
+    Component(
+        "redis",
+        "cache",
+        (Port("redis", 6379), Port("metrics", 9121)),
+        kind="StatefulSet",
+        weight=2,
+        replicas=(1, 3, 3, 6),
+    ),
+    Component(
+        "memcached",
+        "cache",
+        (Port("memcache", 11211), Port("metrics", 9150)),
+        weight=0.7,
+        replicas=(1, 2, 3),
+    ),
     # databases
-    Component("postgres", "db", (Port("postgres", 5432), Port("metrics", 9187)), kind="StatefulSet",
-              weight=2, replicas=(1, 2, 3)),
-    Component("mysql", "db", (Port("mysql", 3306), Port("metrics", 9104)), kind="StatefulSet",
-              weight=0.8, replicas=(1, 2, 3)),
-    Component("mongodb", "db", (Port("mongodb", 27017), Port("metrics", 9216)), kind="StatefulSet",
-              weight=0.6, replicas=(1, 3)),
-    Component("elasticsearch", "db", (Port("http", 9200), Port("transport", 9300), Port("metrics", 9114)),
-              kind="StatefulSet", weight=0.5, replicas=(3, 3, 5)),
+    Component(
+        "postgres",
+        "db",
+        (Port("postgres", 5432), Port("metrics", 9187)),
+        kind="StatefulSet",
+        weight=2,
+        replicas=(1, 2, 3),
+    ),
+    Component(
+        "mysql",
+        "db",
+        (Port("mysql", 3306), Port("metrics", 9104)),
+        kind="StatefulSet",
+        weight=0.8,
+        replicas=(1, 2, 3),
+    ),
+    Component(
+        "mongodb",
+        "db",
+        (Port("mongodb", 27017), Port("metrics", 9216)),
+        kind="StatefulSet",
+        weight=0.6,
+        replicas=(1, 3),
+    ),
+    Component(
+        "elasticsearch",
+        "db",
+        (Port("http", 9200), Port("transport", 9300), Port("metrics", 9114)),
+        kind="StatefulSet",
+        weight=0.5,
+        replicas=(3, 3, 5),
+    ),
     # queues
-    Component("kafka", "queue", (Port("kafka", 9092), Port("metrics", 9308)), kind="StatefulSet",
-              weight=0.8, replicas=(3, 3, 5)),
-    Component("zookeeper", "queue", (Port("client", 2181), Port("peer", 2888), Port("leader", 3888)),
-              kind="StatefulSet", weight=0.4, replicas=(3,)),
-    Component("rabbitmq", "queue", (Port("amqp", 5672), Port("management", 15672), Port("metrics", 15692)),
-              kind="StatefulSet", weight=0.6, replicas=(1, 3)),
-    Component("nats", "queue", (Port("client", 4222), Port("cluster", 6222), Port("monitor", 8222)),
-              kind="StatefulSet", weight=0.3, replicas=(3,)),
+    Component(
+        "kafka",
+        "queue",
+        (Port("kafka", 9092), Port("metrics", 9308)),
+        kind="StatefulSet",
+        weight=0.8,
+        replicas=(3, 3, 5),
+    ),
+    Component(
+        "zookeeper",
+        "queue",
+        (Port("client", 2181), Port("peer", 2888), Port("leader", 3888)),
+        kind="StatefulSet",
+        weight=0.4,
+        replicas=(3,),
+    ),
+    Component(
+        "rabbitmq",
+        "queue",
+        (Port("amqp", 5672), Port("management", 15672), Port("metrics", 15692)),
+        kind="StatefulSet",
+        weight=0.6,
+        replicas=(1, 3),
+    ),
+    Component(
+        "nats",
+        "queue",
+        (Port("client", 4222), Port("cluster", 6222), Port("monitor", 8222)),
+        kind="StatefulSet",
+        weight=0.3,
+        replicas=(3,),
+    ),
     # telco-ish (UDP and the occasional SCTP)
-    Component("sip-proxy", "edge", (Port("sip", 5060, "UDP"), Port("sip-tcp", 5060), METRICS), weight=0.15,
-              replicas=(2, 3)),
-    Component("mme", "edge", (Port("s1ap", 36412, "SCTP"), Port("diameter", 3868, "SCTP"), METRICS),
-              weight=0.1, replicas=(1, 2)),
+    Component(
+        "sip-proxy",
+        "edge",
+        (Port("sip", 5060, "UDP"), Port("sip-tcp", 5060), METRICS),
+        weight=0.15,
+        replicas=(2, 3),
+    ),
+    Component(
+        "mme",
+        "edge",
+        (Port("s1ap", 36412, "SCTP"), Port("diameter", 3868, "SCTP"), METRICS),
+        weight=0.1,
+        replicas=(1, 2),
+    ),
 )
 COMPONENT_BY_NAME = {c.name: c for c in COMPONENTS}
 
 TEAMS: tuple[str, ...] = (
-    "payments", "checkout", "identity", "search", "catalog", "platform", "growth", "ads", "billing",
-    "logistics", "fraud", "support", "mobile", "web", "data", "ml", "risk", "orders", "messaging",
-    "media", "maps", "partners", "loyalty", "pricing", "inventory", "reviews", "social", "security",
-    "finance", "hr", "legal", "marketing", "analytics", "devex", "sre", "telco", "iot", "gaming",
-    "video", "voice",
+    "payments",
+    "checkout",
+    "identity",
+    "search",
+    "catalog",
+    "platform",
+    "growth",
+    "ads",
+    "billing",
+    "logistics",
+    "fraud",
+    "support",
+    "mobile",
+    "web",
+    "data",
+    "ml",
+    "risk",
+    "orders",
+    "messaging",
+    "media",
+    "maps",
+    "partners",
+    "loyalty",
+    "pricing",
+    "inventory",
+    "reviews",
+    "social",
+    "security",
+    "finance",
+    "hr",
+    "legal",
+    "marketing",
+    "analytics",
+    "devex",
+    "sre",
+    "telco",
+    "iot",
+    "gaming",
+    "video",
+    "voice",
 )
 ENVS: tuple[str, ...] = ("prod", "staging", "dev")
 ENV_WEIGHTS: tuple[float, ...] = (0.5, 0.3, 0.2)
@@ -234,8 +343,10 @@ class Cluster:
 
     def summary(self) -> str:
         """One line describing the sizes, for logs."""
-        return (f"{len(self.namespaces)} namespaces, {self.n_workloads} workloads, "
-                f"{len(self.pods)} pods, {len(self.policies)} policies")
+        return (
+            f"{len(self.namespaces)} namespaces, {self.n_workloads} workloads, "
+            f"{len(self.pods)} pods, {len(self.policies)} policies"
+        )
 
 
 class _Names:
@@ -293,8 +404,9 @@ class Generator:
 
     # ---- namespaces ----------------------------------------------------
 
-    def _add_namespace(self, name: str, team: str, env: str, extra: dict[str, str] | None = None,
-                       app: bool = True) -> Namespace:
+    def _add_namespace(
+        self, name: str, team: str, env: str, extra: dict[str, str] | None = None, app: bool = True
+    ) -> Namespace:
         labels = {"kubernetes.io/metadata.name": name}
         if team:
             labels["team"] = team
@@ -319,15 +431,24 @@ class Generator:
             if self.rng.random() < 0.4:
                 extra["istio-injection"] = "enabled"
             if self.rng.random() < 0.6:
-                extra["pod-security.kubernetes.io/enforce"] = self.rng.choice(["baseline", "restricted"])
+                extra["pod-security.kubernetes.io/enforce"] = self.rng.choice(
+                    ["baseline", "restricted"]
+                )
             if env == "prod" and self.rng.random() < 0.3:
                 extra["compliance.example.com/pci"] = "true"
             self._add_namespace(name, team, env, extra)
 
     # ---- workloads -----------------------------------------------------
 
-    def _add_workload(self, ns: Namespace, comp: Component, replicas: int, kind: str | None = None,
-                      name: str | None = None, labels: dict[str, str] | None = None) -> Workload:
+    def _add_workload(
+        self,
+        ns: Namespace,
+        comp: Component,
+        replicas: int,
+        kind: str | None = None,
+        name: str | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Workload:
         kind = kind or comp.kind
         name = name or self.names.take(ns.name, comp.name)
         if labels is None:
@@ -359,32 +480,82 @@ class Generator:
             remaining -= n
             return n
 
-        dns = Component("kube-dns", "system",
-                        (Port("dns", 53, "UDP"), Port("dns-tcp", 53, "TCP"), Port("metrics", 9153)),
-                        image="registry.k8s.io/coredns/coredns:v1.11.1")
-        out.append(self._add_workload(by_name["kube-system"], dns, take(2), name="kube-dns",
-                                      labels=dict(DNS_LABELS)))
-        prom = Component("prometheus", "monitoring", (Port("web", 9090),), image="quay.io/prometheus/prometheus:v2.51.0")
+        dns = Component(
+            "kube-dns",
+            "system",
+            (Port("dns", 53, "UDP"), Port("dns-tcp", 53, "TCP"), Port("metrics", 9153)),
+            image="registry.k8s.io/coredns/coredns:v1.11.1",
+        )
+        out.append(
+            self._add_workload(
+                by_name["kube-system"], dns, take(2), name="kube-dns", labels=dict(DNS_LABELS)
+            )
+        )
+        prom = Component(
+            "prometheus",
+            "monitoring",
+            (Port("web", 9090),),
+            image="quay.io/prometheus/prometheus:v2.51.0",
+        )
         if remaining:
-            out.append(self._add_workload(by_name["monitoring"], prom, take(2), "StatefulSet", "prometheus",
-                                          {"app.kubernetes.io/name": "prometheus", "app": "prometheus"}))
+            out.append(
+                self._add_workload(
+                    by_name["monitoring"],
+                    prom,
+                    take(2),
+                    "StatefulSet",
+                    "prometheus",
+                    {"app.kubernetes.io/name": "prometheus", "app": "prometheus"},
+                )
+            )
         if remaining >= 20:
-            statsd = Component("statsd-exporter", "monitoring",
-                               (Port("statsd", 8125, "UDP"), Port("metrics", 9102)),
-                               image="prom/statsd-exporter:v0.26.1")
-            out.append(self._add_workload(by_name["monitoring"], statsd, take(2), "Deployment", "statsd-exporter",
-                                          {"app.kubernetes.io/name": "statsd", "app": "statsd-exporter"}))
+            statsd = Component(
+                "statsd-exporter",
+                "monitoring",
+                (Port("statsd", 8125, "UDP"), Port("metrics", 9102)),
+                image="prom/statsd-exporter:v0.26.1",
+            )
+            out.append(
+                self._add_workload(
+                    by_name["monitoring"],
+                    statsd,
+                    take(2),
+                    "Deployment",
+                    "statsd-exporter",
+                    {"app.kubernetes.io/name": "statsd", "app": "statsd-exporter"},
+                )
+            )
         # node agents only once there is room for a pod per node beside the apps
         if remaining >= 4 * len(self.nodes):
-            exporter = Component("node-exporter", "monitoring", (Port("metrics", 9100),),
-                                 image="quay.io/prometheus/node-exporter:v1.7.0")
-            out.append(self._add_workload(by_name["monitoring"], exporter, take(len(self.nodes)), "DaemonSet",
-                                          "node-exporter", {"app.kubernetes.io/name": "node-exporter",
-                                                            "app": "node-exporter"}))
-            fluent = Component("fluent-bit", "logging", (Port("http", 2020),), image="fluent/fluent-bit:3.0.2")
-            out.append(self._add_workload(by_name["logging"], fluent, take(len(self.nodes)), "DaemonSet",
-                                          "fluent-bit", {"app.kubernetes.io/name": "fluent-bit",
-                                                         "app": "fluent-bit"}))
+            exporter = Component(
+                "node-exporter",
+                "monitoring",
+                (Port("metrics", 9100),),
+                image="quay.io/prometheus/node-exporter:v1.7.0",
+            )
+            out.append(
+                self._add_workload(
+                    by_name["monitoring"],
+                    exporter,
+                    take(len(self.nodes)),
+                    "DaemonSet",
+                    "node-exporter",
+                    {"app.kubernetes.io/name": "node-exporter", "app": "node-exporter"},
+                )
+            )
+            fluent = Component(
+                "fluent-bit", "logging", (Port("http", 2020),), image="fluent/fluent-bit:3.0.2"
+            )
+            out.append(
+                self._add_workload(
+                    by_name["logging"],
+                    fluent,
+                    take(len(self.nodes)),
+                    "DaemonSet",
+                    "fluent-bit",
+                    {"app.kubernetes.io/name": "fluent-bit", "app": "fluent-bit"},
+                )
+            )
 
         # some namespaces are much busier than others
         ns_weights = [1.0 / math.sqrt(i + 1) for i in range(len(self.app_namespaces))]
@@ -402,20 +573,32 @@ class Generator:
 
     @staticmethod
     def _namespace_manifest(ns: Namespace) -> Manifest:
-        return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns.name, "labels": ns.labels}}
+        return {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": ns.name, "labels": ns.labels},
+        }
 
     def _pod_spec(self, wl: Workload) -> Manifest:
         comp = wl.component
-        image = comp.image or f"registry.example.com/{wl.namespace.split('-')[0]}/{comp.name}:1.{len(wl.name)}.0"
+        image = (
+            comp.image
+            or f"registry.example.com/{wl.namespace.split('-')[0]}/{comp.name}:1.{len(wl.name)}.0"
+        )
         spec: Manifest = {
             "serviceAccountName": wl.service_account,
-            "containers": [{"name": comp.name, "image": image,
-                            "ports": [p.manifest() for p in comp.ports]}],
+            "containers": [
+                {"name": comp.name, "image": image, "ports": [p.manifest() for p in comp.ports]}
+            ],
         }
         if wl.kind == "Deployment" and comp.tier in ("web", "api") and self.rng.random() < 0.3:
-            spec["containers"].append({"name": "envoy", "image": "envoyproxy/envoy:v1.29.1",
-                                       "ports": [{"name": "envoy-admin", "containerPort": 15000,
-                                                  "protocol": "TCP"}]})
+            spec["containers"].append(
+                {
+                    "name": "envoy",
+                    "image": "envoyproxy/envoy:v1.29.1",
+                    "ports": [{"name": "envoy-admin", "containerPort": 15000, "protocol": "TCP"}],
+                }
+            )
         return spec
 
     def _template_labels(self, wl: Workload) -> dict[str, str]:
@@ -440,9 +623,12 @@ class Generator:
             body = {"replicas": wl.replicas, **body}
         if wl.kind == "StatefulSet":
             body["serviceName"] = wl.name
-        return {"apiVersion": "apps/v1", "kind": wl.kind,
-                "metadata": {"name": wl.name, "namespace": wl.namespace, "labels": dict(wl.labels)},
-                "spec": body}
+        return {
+            "apiVersion": "apps/v1",
+            "kind": wl.kind,
+            "metadata": {"name": wl.name, "namespace": wl.namespace, "labels": dict(wl.labels)},
+            "spec": body,
+        }
 
     def _pick_node(self) -> int:
         i = self.rng.randrange(len(self.nodes))
@@ -451,7 +637,7 @@ class Generator:
         return i
 
     def _node_ips(self, node: int) -> tuple[str, str]:
-        """Pod IPs from the node's pod CIDRs: a /24 in 10.0-10.3/16 (more for > 1024 nodes) and a /64.
+        """Pod IPs from the node's pod CIDRs: a /24 in 10.0-10.3/16 (more past 1024 nodes), a /64.
 
         Spreading nodes over four /16s makes ipBlock excepts such as 10.1.0.0/16 cut real pods out.
         """
@@ -465,11 +651,23 @@ class Generator:
         pods: list[Manifest] = []
         labels = self._pod_labels(wl)
         if wl.kind == "Deployment":
-            owner = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{wl.name}-{wl.template_hash}",
-                     "uid": self._uid(), "controller": True, "blockOwnerDeletion": True}
+            owner = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": f"{wl.name}-{wl.template_hash}",
+                "uid": self._uid(),
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         else:
-            owner = {"apiVersion": "apps/v1", "kind": wl.kind, "name": wl.name, "uid": workload_uid,
-                     "controller": True, "blockOwnerDeletion": True}
+            owner = {
+                "apiVersion": "apps/v1",
+                "kind": wl.kind,
+                "name": wl.name,
+                "uid": workload_uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
         for i in range(wl.replicas):
             if wl.kind == "StatefulSet":
                 name = f"{wl.name}-{i}"
@@ -481,21 +679,39 @@ class Generator:
             if wl.kind == "DaemonSet" and self._node_pods[node] >= 250:
                 node = self._pick_node()
             v4, v6 = self._node_ips(node)
-            pods.append({
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": name, "namespace": wl.namespace, "uid": self._uid(), "labels": labels,
-                             "ownerReferences": [owner]},
-                "spec": {**spec, "nodeName": self.nodes[node]},
-                "status": {"phase": "Running", "hostIP": f"192.168.{node // 250}.{node % 250 + 2}",
-                           "podIP": v4, "podIPs": [{"ip": v4}, {"ip": v6}]},
-            })
+            pods.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": name,
+                        "namespace": wl.namespace,
+                        "uid": self._uid(),
+                        "labels": labels,
+                        "ownerReferences": [owner],
+                    },
+                    "spec": {**spec, "nodeName": self.nodes[node]},
+                    "status": {
+                        "phase": "Running",
+                        "hostIP": f"192.168.{node // 250}.{node % 250 + 2}",
+                        "podIP": v4,
+                        "podIPs": [{"ip": v4}, {"ip": v6}],
+                    },
+                }
+            )
         return pods
 
     # ---- policies ------------------------------------------------------
 
-    def _policy(self, ns: str, base: str, pod_selector: Manifest, ingress: list[Manifest] | None = None,
-                egress: list[Manifest] | None = None, labels: dict[str, str] | None = None) -> Manifest:
+    def _policy(
+        self,
+        ns: str,
+        base: str,
+        pod_selector: Manifest,
+        ingress: list[Manifest] | None = None,
+        egress: list[Manifest] | None = None,
+        labels: dict[str, str] | None = None,
+    ) -> Manifest:
         types = []
         spec: Manifest = {"podSelector": pod_selector}
         if ingress is not None:
@@ -508,10 +724,17 @@ class Generator:
         meta: Manifest = {"name": self.names.take(f"np:{ns}", base), "namespace": ns}
         if labels:
             meta["labels"] = labels
-        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta,
+            "spec": spec,
+        }
 
     @staticmethod
-    def _ports(ports: Iterable[Port | tuple[str | int, str]], by_name: bool = True) -> list[Manifest]:
+    def _ports(
+        ports: Iterable[Port | tuple[str | int, str]], by_name: bool = True
+    ) -> list[Manifest]:
         out: list[Manifest] = []
         for p in ports:
             if isinstance(p, Port):
@@ -538,19 +761,47 @@ class Generator:
             del spec["spec"]["ingress"], spec["spec"]["egress"]
             return spec
         if kind == "allow-dns-egress":
-            return self._policy(ns.name, kind, empty, egress=[{
-                "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                        "podSelector": {"matchLabels": dict(DNS_LABELS)}}],
-                "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-            }])
+            return self._policy(
+                ns.name,
+                kind,
+                empty,
+                egress=[
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                                },
+                                "podSelector": {"matchLabels": dict(DNS_LABELS)},
+                            }
+                        ],
+                        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+                    }
+                ],
+            )
         if kind == "allow-same-namespace":
             return self._policy(ns.name, kind, empty, ingress=[{"from": [{"podSelector": {}}]}])
         if kind == "allow-monitoring":
-            return self._policy(ns.name, kind, empty, ingress=[{
-                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
-                          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
-                "ports": [{"protocol": "TCP", "port": "metrics"}],
-            }])
+            return self._policy(
+                ns.name,
+                kind,
+                empty,
+                ingress=[
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                                },
+                                "podSelector": {
+                                    "matchLabels": {"app.kubernetes.io/name": "prometheus"}
+                                },
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": "metrics"}],
+                    }
+                ],
+            )
         raise ValueError(kind)
 
     def _plan_baselines(self, ns: Namespace) -> None:
@@ -575,8 +826,12 @@ class Generator:
         src = self.rng.choice(ns.workloads)
         ports = [p for p in dst.component.ports if p.name != "metrics"] or list(dst.component.ports)
         chosen = self.rng.sample(ports, k=min(len(ports), self.rng.choice([1, 1, 2])))
-        return self._policy(ns.name, f"allow-{src.name}-to-{dst.name}", self._app_sel(dst), ingress=[
-            {"from": [{"podSelector": self._app_sel(src)}], "ports": self._ports(chosen)}])
+        return self._policy(
+            ns.name,
+            f"allow-{src.name}-to-{dst.name}",
+            self._app_sel(dst),
+            ingress=[{"from": [{"podSelector": self._app_sel(src)}], "ports": self._ports(chosen)}],
+        )
 
     def _shape_cross_ns_and_peer(self, ns: Namespace) -> Manifest:
         dst = self.rng.choice(ns.workloads)
@@ -586,17 +841,30 @@ class Generator:
             ns_sel = {"matchLabels": {"team": other.team}}
         else:
             ns_sel = {"matchLabels": {"kubernetes.io/metadata.name": other.name}}
-        pod_sel = ({"matchLabels": {"app.kubernetes.io/name": src.component.name}} if self.rng.random() < 0.5
-                   else {"matchLabels": {"tier": src.labels.get("tier", "api")}})
+        pod_sel = (
+            {"matchLabels": {"app.kubernetes.io/name": src.component.name}}
+            if self.rng.random() < 0.5
+            else {"matchLabels": {"tier": src.labels.get("tier", "api")}}
+        )
         port = self.rng.choice(dst.component.ports)
-        return self._policy(ns.name, f"allow-{other.team}-to-{dst.name}", self._app_sel(dst), ingress=[
-            {"from": [{"namespaceSelector": ns_sel, "podSelector": pod_sel}],
-             "ports": self._ports([port], by_name=self.rng.random() < 0.5)}])
+        return self._policy(
+            ns.name,
+            f"allow-{other.team}-to-{dst.name}",
+            self._app_sel(dst),
+            ingress=[
+                {
+                    "from": [{"namespaceSelector": ns_sel, "podSelector": pod_sel}],
+                    "ports": self._ports([port], by_name=self.rng.random() < 0.5),
+                }
+            ],
+        )
 
     def _shape_match_expressions(self, ns: Namespace) -> Manifest:
         tiers = sorted({w.component.tier for w in ns.workloads})
         dst_tiers = self.rng.sample(tiers, k=min(len(tiers), self.rng.choice([1, 2])))
-        pod_selector = {"matchExpressions": [{"key": "tier", "operator": "In", "values": dst_tiers}]}
+        pod_selector = {
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": dst_tiers}]
+        }
         if self.rng.random() < 0.5:
             pod_selector["matchExpressions"].append({"key": "track", "operator": "DoesNotExist"})
         peer_ns = {"matchExpressions": [{"key": "env", "operator": "NotIn", "values": ["dev"]}]}
@@ -605,13 +873,26 @@ class Generator:
         peer_pods: Manifest = {"matchExpressions": [{"key": "version", "operator": "Exists"}]}
         if self.rng.random() < 0.5:
             peer_pods["matchExpressions"].append(
-                {"key": "tier", "operator": "In", "values": self.rng.sample(["web", "api", "worker"], k=2)})
+                {
+                    "key": "tier",
+                    "operator": "In",
+                    "values": self.rng.sample(["web", "api", "worker"], k=2),
+                }
+            )
         non_dev = [o for o in self.app_namespaces if o.env != "dev" and o.workloads]
         if non_dev and self.rng.random() < 0.3:
             peer_pods["matchLabels"] = {"app.kubernetes.io/part-of": self.rng.choice(non_dev).team}
-        return self._policy(ns.name, f"allow-{'-'.join(dst_tiers)}-from-non-dev", pod_selector, ingress=[
-            {"from": [{"namespaceSelector": peer_ns, "podSelector": peer_pods}],
-             "ports": self._ports([HTTP, GRPC])}])
+        return self._policy(
+            ns.name,
+            f"allow-{'-'.join(dst_tiers)}-from-non-dev",
+            pod_selector,
+            ingress=[
+                {
+                    "from": [{"namespaceSelector": peer_ns, "podSelector": peer_pods}],
+                    "ports": self._ports([HTTP, GRPC]),
+                }
+            ],
+        )
 
     def _shape_port_range(self, ns: Namespace) -> Manifest:
         dst = self.rng.choice(ns.workloads)
@@ -620,21 +901,45 @@ class Generator:
         ports: list[Manifest] = [{"protocol": "TCP", "port": start, "endPort": end}]
         if self.rng.random() < 0.3:
             ports.append({"protocol": "UDP", "port": 5000, "endPort": 5100})
-        return self._policy(ns.name, f"allow-range-{start}-{end}-to-{dst.name}", self._app_sel(dst), ingress=[
-            {"from": [{"podSelector": {"matchLabels": {"tier": "web"}}},
-                      {"namespaceSelector": {"matchLabels": {"team": ns.team}}}],
-             "ports": ports}])
+        return self._policy(
+            ns.name,
+            f"allow-range-{start}-{end}-to-{dst.name}",
+            self._app_sel(dst),
+            ingress=[
+                {
+                    "from": [
+                        {"podSelector": {"matchLabels": {"tier": "web"}}},
+                        {"namespaceSelector": {"matchLabels": {"team": ns.team}}},
+                    ],
+                    "ports": ports,
+                }
+            ],
+        )
 
     def _shape_internet_egress(self, ns: Namespace) -> Manifest:
         src = self.rng.choice(ns.workloads)
         peer: Manifest = {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}
         if self.rng.random() < 0.4:
-            peer["ipBlock"]["except"] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.169.254/32"]
+            peer["ipBlock"]["except"] = [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "169.254.169.254/32",
+            ]
         to = [peer]
         if self.rng.random() < 0.3:
             to.append({"ipBlock": {"cidr": "::/0", "except": ["fd00::/8"]}})
-        return self._policy(ns.name, f"allow-{src.name}-internet-egress", self._app_sel(src), egress=[
-            {"to": to, "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}]}])
+        return self._policy(
+            ns.name,
+            f"allow-{src.name}-internet-egress",
+            self._app_sel(src),
+            egress=[
+                {
+                    "to": to,
+                    "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 80}],
+                }
+            ],
+        )
 
     def _shape_ipblock_ingress(self, ns: Namespace) -> Manifest:
         dst = self.rng.choice(ns.workloads)
@@ -644,8 +949,12 @@ class Generator:
         if self.rng.random() < 0.3:
             frm.append({"ipBlock": {"cidr": "192.168.0.0/16"}})
         port = self.rng.choice(dst.component.ports)
-        return self._policy(ns.name, f"allow-cidr-to-{dst.name}", self._app_sel(dst), ingress=[
-            {"from": frm, "ports": self._ports([port])}])
+        return self._policy(
+            ns.name,
+            f"allow-cidr-to-{dst.name}",
+            self._app_sel(dst),
+            ingress=[{"from": frm, "ports": self._ports([port])}],
+        )
 
     def _shape_backend_egress(self, ns: Namespace) -> Manifest:
         stores = [w for w in ns.workloads if w.component.tier in ("db", "cache", "queue")]
@@ -655,9 +964,22 @@ class Generator:
         src = self.rng.choice(callers)
         dst = self.rng.choice(stores)
         port = dst.component.ports[0]
-        to_sel = ({"matchLabels": {"tier": dst.component.tier}} if self.rng.random() < 0.4 else self._app_sel(dst))
-        return self._policy(ns.name, f"{src.name}-egress-{dst.name}", self._app_sel(src), egress=[
-            {"to": [{"podSelector": to_sel}], "ports": self._ports([port], by_name=self.rng.random() < 0.6)}])
+        to_sel = (
+            {"matchLabels": {"tier": dst.component.tier}}
+            if self.rng.random() < 0.4
+            else self._app_sel(dst)
+        )
+        return self._policy(
+            ns.name,
+            f"{src.name}-egress-{dst.name}",
+            self._app_sel(src),
+            egress=[
+                {
+                    "to": [{"podSelector": to_sel}],
+                    "ports": self._ports([port], by_name=self.rng.random() < 0.6),
+                }
+            ],
+        )
 
     def _shape_allow_all_ingress(self, ns: Namespace) -> Manifest:
         web = [w for w in ns.workloads if w.component.tier == "web"] or ns.workloads
@@ -665,47 +987,127 @@ class Generator:
         if self.rng.random() < 0.5:
             rules: list[Manifest] = [{}]
         else:
-            rules = [{"from": [{"namespaceSelector": {}}], "ports": self._ports([HTTP, HTTPS], by_name=False)}]
+            rules = [
+                {
+                    "from": [{"namespaceSelector": {}}],
+                    "ports": self._ports([HTTP, HTTPS], by_name=False),
+                }
+            ]
         return self._policy(ns.name, f"allow-all-to-{dst.name}", self._app_sel(dst), ingress=rules)
 
     def _shape_sctp(self, ns: Namespace) -> Manifest:
         mme = [w for w in ns.workloads if w.component.name == "mme"]
         dst = self.rng.choice(mme or ns.workloads)
-        return self._policy(ns.name, f"allow-sctp-to-{dst.name}", self._app_sel(dst), ingress=[
-            {"from": [{"namespaceSelector": {"matchLabels": {"team": "telco"}}}, {"podSelector": {}}],
-             "ports": [{"protocol": "SCTP", "port": 36412}, {"protocol": "SCTP", "port": 3868}]}])
+        return self._policy(
+            ns.name,
+            f"allow-sctp-to-{dst.name}",
+            self._app_sel(dst),
+            ingress=[
+                {
+                    "from": [
+                        {"namespaceSelector": {"matchLabels": {"team": "telco"}}},
+                        {"podSelector": {}},
+                    ],
+                    "ports": [
+                        {"protocol": "SCTP", "port": 36412},
+                        {"protocol": "SCTP", "port": 3868},
+                    ],
+                }
+            ],
+        )
 
     def _shape_cross_ns_egress(self, ns: Namespace) -> Manifest:
         src = self.rng.choice(ns.workloads)
         other = self._other_ns(ns)
         dst = self.rng.choice(other.workloads)
         port = dst.component.ports[0]
-        return self._policy(ns.name, f"{src.name}-egress-{other.name}", self._app_sel(src), egress=[
-            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": other.name}},
-                     "podSelector": self._app_sel(dst)}],
-             "ports": self._ports([port])}])
+        return self._policy(
+            ns.name,
+            f"{src.name}-egress-{other.name}",
+            self._app_sel(src),
+            egress=[
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": other.name}
+                            },
+                            "podSelector": self._app_sel(dst),
+                        }
+                    ],
+                    "ports": self._ports([port]),
+                }
+            ],
+        )
 
     def _shape_both_directions(self, ns: Namespace) -> Manifest:
         wl = self.rng.choice(ns.workloads)
         peer = self.rng.choice(ns.workloads)
         in_ports = [p for p in wl.component.ports] or [HTTP]
-        return self._policy(ns.name, f"{wl.name}-isolation", self._app_sel(wl), ingress=[
-            {"from": [{"podSelector": self._app_sel(peer)},
-                      {"namespaceSelector": {"matchLabels": {"env": ns.env}},
-                       "podSelector": {"matchLabels": {"tier": "web"}}}],
-             "ports": self._ports(in_ports[:2])}],
-            egress=[{"to": [{"podSelector": {"matchExpressions": [
-                {"key": "tier", "operator": "In", "values": ["db", "cache", "queue"]}]}}]},
-                    {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                             "podSelector": {"matchLabels": dict(DNS_LABELS)}}],
-                     "ports": [{"protocol": "UDP", "port": 53}]}])
+        return self._policy(
+            ns.name,
+            f"{wl.name}-isolation",
+            self._app_sel(wl),
+            ingress=[
+                {
+                    "from": [
+                        {"podSelector": self._app_sel(peer)},
+                        {
+                            "namespaceSelector": {"matchLabels": {"env": ns.env}},
+                            "podSelector": {"matchLabels": {"tier": "web"}},
+                        },
+                    ],
+                    "ports": self._ports(in_ports[:2]),
+                }
+            ],
+            egress=[
+                {
+                    "to": [
+                        {
+                            "podSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": "tier",
+                                        "operator": "In",
+                                        "values": ["db", "cache", "queue"],
+                                    }
+                                ]
+                            }
+                        }
+                    ]
+                },
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "kube-system"}
+                            },
+                            "podSelector": {"matchLabels": dict(DNS_LABELS)},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 53}],
+                },
+            ],
+        )
 
     def _shape_statsd(self, ns: Namespace) -> Manifest:
         src = self.rng.choice(ns.workloads)
-        return self._policy(ns.name, f"{src.name}-egress-statsd", self._app_sel(src), egress=[
-            {"to": [{"namespaceSelector": {},
-                     "podSelector": {"matchLabels": {"app.kubernetes.io/name": "statsd"}}}],
-             "ports": [{"protocol": "UDP", "port": 8125}]}])
+        return self._policy(
+            ns.name,
+            f"{src.name}-egress-statsd",
+            self._app_sel(src),
+            egress=[
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "statsd"}},
+                        }
+                    ],
+                    "ports": [{"protocol": "UDP", "port": 8125}],
+                }
+            ],
+        )
 
     def _app_policy(self, ns: Namespace) -> Manifest:
         shapes = (
@@ -728,16 +1130,35 @@ class Generator:
     def _system_policies(self) -> list[Manifest]:
         """Policies protecting the system namespaces (realistic, and keeps DNS reachable)."""
         return [
-            self._policy("kube-system", "allow-dns-from-all-namespaces", {"matchLabels": dict(DNS_LABELS)},
-                         ingress=[{"from": [{"namespaceSelector": {}}],
-                                   "ports": [{"protocol": "UDP", "port": "dns"},
-                                             {"protocol": "TCP", "port": "dns-tcp"}]}]),
+            self._policy(
+                "kube-system",
+                "allow-dns-from-all-namespaces",
+                {"matchLabels": dict(DNS_LABELS)},
+                ingress=[
+                    {
+                        "from": [{"namespaceSelector": {}}],
+                        "ports": [
+                            {"protocol": "UDP", "port": "dns"},
+                            {"protocol": "TCP", "port": "dns-tcp"},
+                        ],
+                    }
+                ],
+            ),
             self._policy("monitoring", "default-deny-ingress", {}, ingress=[]),
-            self._policy("monitoring", "allow-prometheus-scrape-egress",
-                         {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-                         egress=[{"to": [{"namespaceSelector": {}}],
-                                  "ports": [{"protocol": "TCP", "port": "metrics"},
-                                            {"protocol": "TCP", "port": 9100}]}]),
+            self._policy(
+                "monitoring",
+                "allow-prometheus-scrape-egress",
+                {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                egress=[
+                    {
+                        "to": [{"namespaceSelector": {}}],
+                        "ports": [
+                            {"protocol": "TCP", "port": "metrics"},
+                            {"protocol": "TCP", "port": 9100},
+                        ],
+                    }
+                ],
+            ),
             self._policy("logging", "default-deny-ingress", {}, ingress=[]),
         ]
 
@@ -794,7 +1215,9 @@ def generate(pods: int, policies: int, seed: int = 0, emit: str = "pods") -> Clu
 # --------------------------------------------------------------------------
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
 _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
@@ -811,13 +1234,19 @@ def _check(cond: bool, where: str, msg: str) -> None:
 
 
 def _check_dns_label(value: Any, where: str) -> None:
-    _check(isinstance(value, str) and len(value) <= 63 and bool(_DNS1123_LABEL.match(value)), where,
-           f"{value!r} is not a DNS-1123 label")
+    _check(
+        isinstance(value, str) and len(value) <= 63 and bool(_DNS1123_LABEL.match(value)),
+        where,
+        f"{value!r} is not a DNS-1123 label",
+    )
 
 
 def _check_dns_subdomain(value: Any, where: str) -> None:
-    _check(isinstance(value, str) and len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value)), where,
-           f"{value!r} is not a DNS-1123 subdomain")
+    _check(
+        isinstance(value, str) and len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value)),
+        where,
+        f"{value!r} is not a DNS-1123 subdomain",
+    )
 
 
 def _check_label_key(key: Any, where: str) -> None:
@@ -829,8 +1258,11 @@ def _check_label_key(key: Any, where: str) -> None:
 
 
 def _check_label_value(value: Any, where: str) -> None:
-    _check(isinstance(value, str) and len(value) <= 63 and bool(_LABEL_VALUE.match(value)), where,
-           f"bad label value {value!r}")
+    _check(
+        isinstance(value, str) and len(value) <= 63 and bool(_LABEL_VALUE.match(value)),
+        where,
+        f"bad label value {value!r}",
+    )
 
 
 def _check_labels(labels: Any, where: str) -> None:
@@ -841,13 +1273,24 @@ def _check_labels(labels: Any, where: str) -> None:
 
 
 def _check_port_name(name: Any, where: str) -> None:
-    _check(isinstance(name, str) and 0 < len(name) <= 15 and bool(_IANA_SVC_NAME.match(name))
-           and "--" not in name and any(c.isalpha() for c in name), where, f"bad port name {name!r}")
+    _check(
+        isinstance(name, str)
+        and 0 < len(name) <= 15
+        and bool(_IANA_SVC_NAME.match(name))
+        and "--" not in name
+        and any(c.isalpha() for c in name),
+        where,
+        f"bad port name {name!r}",
+    )
 
 
 def _check_selector(sel: Any, where: str) -> None:
     _check(isinstance(sel, dict), where, "selector must be a map")
-    _check(set(sel) <= {"matchLabels", "matchExpressions"}, where, f"unknown selector fields {sorted(sel)}")
+    _check(
+        set(sel) <= {"matchLabels", "matchExpressions"},
+        where,
+        f"unknown selector fields {sorted(sel)}",
+    )
     _check_labels(sel.get("matchLabels", {}), where)
     for expr in sel.get("matchExpressions", []):
         _check_label_key(expr.get("key"), where)
@@ -862,7 +1305,7 @@ def _check_selector(sel: Any, where: str) -> None:
 
 
 def _check_pod_spec(spec: Manifest, where: str) -> None:
-    containers = spec.get("containers")
+    containers = spec.get("containers") or []
     _check(bool(containers), where, "no containers")
     seen_ports: set[str] = set()
     seen_names: set[str] = set()
@@ -875,7 +1318,11 @@ def _check_pod_spec(spec: Manifest, where: str) -> None:
             _check_port_name(p.get("name"), where)
             _check(p["name"] not in seen_ports, where, f"duplicate port name {p['name']}")
             seen_ports.add(p["name"])
-            _check(isinstance(p.get("containerPort"), int) and 0 < p["containerPort"] < 65536, where, "bad port")
+            _check(
+                isinstance(p.get("containerPort"), int) and 0 < p["containerPort"] < 65536,
+                where,
+                "bad port",
+            )
             _check(p.get("protocol", "TCP") in _PROTOCOLS, where, "bad protocol")
     if "serviceAccountName" in spec:
         _check_dns_subdomain(spec["serviceAccountName"], f"{where} serviceAccountName")
@@ -898,8 +1345,8 @@ def _check_ip_block(block: Any, where: str) -> None:
             sub = ipaddress.ip_network(exc_cidr, strict=True)
         except ValueError as exc:
             raise InvalidManifest(f"{where}: bad except {exc_cidr!r}") from exc
-        _check(sub.version == net.version and sub.subnet_of(net) and sub != net, where,  # type: ignore[arg-type]
-               f"except {exc_cidr} is not a strict subset of {net}")
+        strict_subset = sub.version == net.version and sub != net and net.supernet_of(sub)  # type: ignore[arg-type]
+        _check(strict_subset, where, f"except {exc_cidr} is not a strict subset of {net}")
 
 
 def _check_policy_ports(ports: Any, where: str) -> None:
@@ -913,13 +1360,19 @@ def _check_policy_ports(ports: Any, where: str) -> None:
             _check(isinstance(port, int) and 0 < port < 65536, where, f"bad port {port!r}")
         if "endPort" in p:
             _check(isinstance(port, int), where, "endPort requires a numeric port")
-            _check(isinstance(p["endPort"], int) and port <= p["endPort"] < 65536, where, "bad endPort")
+            _check(
+                isinstance(p["endPort"], int) and port <= p["endPort"] < 65536, where, "bad endPort"
+            )
 
 
 def _check_peers(peers: Any, where: str) -> None:
     for peer in peers or []:
         _check(isinstance(peer, dict) and bool(peer), where, "empty peer")
-        _check(set(peer) <= {"podSelector", "namespaceSelector", "ipBlock"}, where, f"bad peer {sorted(peer)}")
+        _check(
+            set(peer) <= {"podSelector", "namespaceSelector", "ipBlock"},
+            where,
+            f"bad peer {sorted(peer)}",
+        )
         if "ipBlock" in peer:
             _check(len(peer) == 1, where, "ipBlock cannot be combined with selectors")
             _check_ip_block(peer["ipBlock"], where)
@@ -930,11 +1383,18 @@ def _check_peers(peers: Any, where: str) -> None:
 
 def _check_network_policy(obj: Manifest, where: str) -> None:
     spec = obj["spec"]
-    _check(set(spec) <= {"podSelector", "ingress", "egress", "policyTypes"}, where, "unknown spec fields")
+    _check(
+        set(spec) <= {"podSelector", "ingress", "egress", "policyTypes"},
+        where,
+        "unknown spec fields",
+    )
     _check_selector(spec.get("podSelector"), where)
     types = spec.get("policyTypes", [])
-    _check(all(t in ("Ingress", "Egress") for t in types) and len(set(types)) == len(types), where,
-           f"bad policyTypes {types!r}")
+    _check(
+        all(t in ("Ingress", "Egress") for t in types) and len(set(types)) == len(types),
+        where,
+        f"bad policyTypes {types!r}",
+    )
     for rule in spec.get("ingress", []) or []:
         _check(set(rule) <= {"from", "ports"}, where, "bad ingress rule")
         _check_peers(rule.get("from"), where)
@@ -961,7 +1421,11 @@ def validate(cluster: Cluster) -> None:
             _check_dns_label(name, where)
             _check(not ns, where, "Namespace is cluster-scoped")
             namespaces.add(name)
-            _check(meta["labels"].get("kubernetes.io/metadata.name") == name, where, "metadata.name label")
+            _check(
+                meta["labels"].get("kubernetes.io/metadata.name") == name,
+                where,
+                "metadata.name label",
+            )
         else:
             _check_dns_subdomain(name, where)
             _check(ns in namespaces, where, f"unknown namespace {ns!r}")
@@ -972,22 +1436,43 @@ def validate(cluster: Cluster) -> None:
             _check_selector(spec["selector"], where)
             tmpl_labels = spec["template"]["metadata"]["labels"]
             _check_labels(tmpl_labels, where)
-            _check(bool(spec["selector"].get("matchLabels")) and _selector_matches(spec["selector"], tmpl_labels),
-                   where, "selector does not match template labels")
+            _check(
+                bool(spec["selector"].get("matchLabels"))
+                and _selector_matches(spec["selector"], tmpl_labels),
+                where,
+                "selector does not match template labels",
+            )
             _check_pod_spec(spec["template"]["spec"], where)
-            _check(kind != "DaemonSet" or "replicas" not in spec, where, "DaemonSet has no replicas")
+            _check(
+                kind != "DaemonSet" or "replicas" not in spec, where, "DaemonSet has no replicas"
+            )
         elif kind == "Pod":
             _check_pod_spec(obj["spec"], where)
             owners = meta.get("ownerReferences", [])
-            _check(sum(bool(o.get("controller")) for o in owners) <= 1, where, "more than one controller")
+            _check(
+                sum(bool(o.get("controller")) for o in owners) <= 1,
+                where,
+                "more than one controller",
+            )
             for o in owners:
-                _check(all(o.get(f) for f in ("apiVersion", "kind", "name", "uid")), where, "bad ownerReference")
+                _check(
+                    all(o.get(f) for f in ("apiVersion", "kind", "name", "uid")),
+                    where,
+                    "bad ownerReference",
+                )
                 _check_dns_subdomain(o["name"], where)
             status = obj.get("status", {})
             pod_ips = [e["ip"] for e in status.get("podIPs", [])]
-            _check(status.get("podIP") == (pod_ips[0] if pod_ips else None), where, "podIP != podIPs[0]")
-            _check(len({ipaddress.ip_address(i).version for i in pod_ips}) == len(pod_ips), where,
-                   "at most one IP per family")
+            _check(
+                status.get("podIP") == (pod_ips[0] if pod_ips else None),
+                where,
+                "podIP != podIPs[0]",
+            )
+            _check(
+                len({ipaddress.ip_address(i).version for i in pod_ips}) == len(pod_ips),
+                where,
+                "at most one IP per family",
+            )
             for ip in pod_ips:
                 _check(ip not in ips, where, f"duplicate pod IP {ip}")
                 ips.add(ip)
@@ -999,7 +1484,8 @@ def validate(cluster: Cluster) -> None:
 # Output
 # --------------------------------------------------------------------------
 
-class _Dumper(yaml.CSafeDumper):  # type: ignore[misc,name-defined]
+
+class _Dumper(yaml.CSafeDumper):
     """libyaml dumper that never emits anchors/aliases.
 
     Replicas share their label/spec dicts in memory; without this PyYAML would
@@ -1011,8 +1497,12 @@ class _Dumper(yaml.CSafeDumper):  # type: ignore[misc,name-defined]
         return True
 
 
-FILES = (("namespaces.yaml", "namespaces"), ("workloads.yaml", "workloads"), ("pods.yaml", "pods"),
-         ("policies.yaml", "policies"))
+FILES = (
+    ("namespaces.yaml", "namespaces"),
+    ("workloads.yaml", "workloads"),
+    ("pods.yaml", "pods"),
+    ("policies.yaml", "policies"),
+)
 
 
 def write(cluster: Cluster, outdir: Path, header: str = "") -> list[Path]:
@@ -1032,8 +1522,15 @@ def write(cluster: Cluster, outdir: Path, header: str = "") -> list[Path]:
         with path.open("w", encoding="utf-8") as fh:
             if header:
                 fh.write(header)
-            yaml.dump_all(docs, fh, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                          explicit_start=True, width=120)
+            yaml.dump_all(
+                docs,
+                fh,
+                Dumper=_Dumper,
+                sort_keys=False,
+                default_flow_style=False,
+                explicit_start=True,
+                width=120,
+            )
         written.append(path)
     return written
 
@@ -1042,23 +1539,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--pods", type=int, required=True, help="total number of pods (replicas count)")
-    parser.add_argument("--policies", type=int, required=True, help="total number of NetworkPolicies")
+    parser.add_argument(
+        "--pods", type=int, required=True, help="total number of pods (replicas count)"
+    )
+    parser.add_argument(
+        "--policies", type=int, required=True, help="total number of NetworkPolicies"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--emit", choices=("pods", "workloads", "both"), default="pods",
-                        help="write Pod objects, controller objects, or both (default: pods)")
-    parser.add_argument("--no-validate", action="store_true", help="skip the API validation rules check")
+    parser.add_argument(
+        "--emit",
+        choices=("pods", "workloads", "both"),
+        default="pods",
+        help="write Pod objects, controller objects, or both (default: pods)",
+    )
+    parser.add_argument(
+        "--no-validate", action="store_true", help="skip the API validation rules check"
+    )
     args = parser.parse_args(argv)
 
     t0 = time.perf_counter()
     cluster = generate(args.pods, args.policies, args.seed, args.emit)
     if not args.no_validate:
         validate(cluster)
-    header = (f"# generated by benchmarks/generate.py --pods {args.pods} --policies {args.policies} "
-              f"--seed {args.seed} --emit {args.emit}\n")
+    header = (
+        f"# generated by benchmarks/generate.py --pods {args.pods} --policies {args.policies} "
+        f"--seed {args.seed} --emit {args.emit}\n"
+    )
     paths = write(cluster, args.outdir, header)
-    print(f"{args.outdir}: {cluster.summary()} -> {', '.join(p.name for p in paths)} "
-          f"({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+    print(
+        f"{args.outdir}: {cluster.summary()} -> {', '.join(p.name for p in paths)} "
+        f"({time.perf_counter() - t0:.1f}s)",
+        file=sys.stderr,
+    )
     return 0
 
 

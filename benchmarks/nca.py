@@ -58,11 +58,12 @@ nothing...) go to stdout; ``--file_out`` keeps the result separate from them.
 Measurement: wall time around the child process, peak RSS from ``os.wait4``
 (``ru_maxrss`` of exactly that child, in KiB on Linux), so no ``/usr/bin/time``
 or helper process is needed and concurrent runs do not pollute each other.
-"""
+"""  # noqa: E501 - the example lines are verbatim nca output
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
@@ -118,8 +119,14 @@ def nca_executable(venv: Path = DEFAULT_VENV) -> Path:
     return exe
 
 
-def nca_command(manifest_dir: Path, out_file: Path, *, nca: Path | None = None,
-                output_format: str = "txt_no_fw_rules", print_ipv6: bool = False) -> list[str]:
+def nca_command(
+    manifest_dir: Path,
+    out_file: Path,
+    *,
+    nca: Path | None = None,
+    output_format: str = "txt_no_fw_rules",
+    print_ipv6: bool = False,
+) -> list[str]:
     """Build the nca command line for a manifest folder (see module docstring for why)."""
     manifest_dir = Path(manifest_dir)
 
@@ -131,37 +138,56 @@ def nca_command(manifest_dir: Path, out_file: Path, *, nca: Path | None = None,
 
     cmd = [
         str(nca or nca_executable()),
-        "--connectivity", pick("policies.yaml"),
-        "--pod_list", pick("pods.yaml", "workloads.yaml"),
-        "--ns_list", pick("namespaces.yaml"),
-        "--output_format", output_format,
-        "--file_out", str(out_file),
+        "--connectivity",
+        pick("policies.yaml"),
+        "--pod_list",
+        pick("pods.yaml", "workloads.yaml"),
+        "--ns_list",
+        pick("namespaces.yaml"),
+        "--output_format",
+        output_format,
+        "--file_out",
+        str(out_file),
     ]
     if print_ipv6:
         cmd.append("--print_ipv6")
     return cmd
 
 
-def run_nca_raw(manifest_dir: Path | str, timeout_s: float, *, nca: Path | None = None,
-                output_format: str = "txt_no_fw_rules", print_ipv6: bool = False) -> NcaResult:
+def run_nca_raw(
+    manifest_dir: Path | str,
+    timeout_s: float,
+    *,
+    nca: Path | None = None,
+    output_format: str = "txt_no_fw_rules",
+    print_ipv6: bool = False,
+) -> NcaResult:
     """Run nca once on ``manifest_dir``; kill it (whole process group) after ``timeout_s``."""
     with tempfile.TemporaryDirectory(prefix="nca-") as tmp:
         out_file = Path(tmp) / "connectivity.txt"
         log_file = Path(tmp) / "log.txt"
-        cmd = nca_command(Path(manifest_dir), out_file, nca=nca, output_format=output_format,
-                          print_ipv6=print_ipv6)
+        cmd = nca_command(
+            Path(manifest_dir),
+            out_file,
+            nca=nca,
+            output_format=output_format,
+            print_ipv6=print_ipv6,
+        )
         timed_out = threading.Event()
         with log_file.open("wb") as log:
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
             def kill() -> None:
                 timed_out.set()
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
             timer = threading.Timer(timeout_s, kill)
             timer.start()
@@ -172,10 +198,20 @@ def run_nca_raw(manifest_dir: Path | str, timeout_s: float, *, nca: Path | None 
                 timer.cancel()
             seconds = time.perf_counter() - start
             proc.returncode = os.waitstatus_to_exitcode(status)
-        output = out_file.read_text(encoding="utf-8") if out_file.exists() and not timed_out.is_set() else None
-        return NcaResult(command=cmd, seconds=seconds, peak_rss_bytes=usage.ru_maxrss * 1024,
-                         returncode=proc.returncode, timed_out=timed_out.is_set(), output=output,
-                         log=log_file.read_text(encoding="utf-8", errors="replace"))
+        output = (
+            out_file.read_text(encoding="utf-8")
+            if out_file.exists() and not timed_out.is_set()
+            else None
+        )
+        return NcaResult(
+            command=cmd,
+            seconds=seconds,
+            peak_rss_bytes=usage.ru_maxrss * 1024,
+            returncode=proc.returncode,
+            timed_out=timed_out.is_set(),
+            output=output,
+            log=log_file.read_text(encoding="utf-8", errors="replace"),
+        )
 
 
 def run_nca(manifest_dir: Path | str, timeout_s: float) -> NcaRun:
@@ -202,7 +238,9 @@ _LINE = re.compile(r"^(?P<src>\S+) => (?P<dst>\S+) : (?P<conns>.+)$")
 _WORKLOAD = re.compile(r"^(?P<ns>[^/\[]+)/(?P<name>[^\[]+)\[(?P<kind>[A-Za-z-]+)\]$")
 # pod-template-hash: k8s "safe" alphabet, 6-10 chars (nca itself only checks "is hex")
 _TEMPLATE_HASH = re.compile(r"^(?P<base>.+)-[bcdfghjklmnpqrstvwxz2456789]{6,10}$")
-_CUBE_KEY = re.compile(r"(?:^|,)(protocols|src_ports|dst_ports|icmp_type|icmp_code|methods|paths|hosts):")
+_CUBE_KEY = re.compile(
+    r"(?:^|,)(protocols|src_ports|dst_ports|icmp_type|icmp_code|methods|paths|hosts):"
+)
 
 
 def normalise_endpoint(text: str) -> str:
@@ -229,7 +267,11 @@ def _normalise_ips(text: str) -> str:
     for part in text.split(","):
         if "-" in part and "/" not in part:
             lo, hi = part.split("-", 1)
-            nets.extend(ipaddress.summarize_address_range(ipaddress.ip_address(lo), ipaddress.ip_address(hi)))
+            nets.extend(
+                ipaddress.summarize_address_range(
+                    ipaddress.ip_address(lo), ipaddress.ip_address(hi)
+                )
+            )
         else:
             nets.append(ipaddress.ip_network(part, strict=False))
     v4 = ipaddress.collapse_addresses(n for n in nets if n.version == 4)
@@ -278,7 +320,7 @@ def _parse_cube(cube: str) -> dict[str, str] | None:
     out = {}
     for i, k in enumerate(keys):
         end = keys[i + 1].start() if i + 1 < len(keys) else len(cube)
-        out[k.group(1)] = cube[k.end():end]
+        out[k.group(1)] = cube[k.end() : end]
     return out
 
 
@@ -314,13 +356,21 @@ def parse_output(text: str) -> frozenset[Connection]:
         m = _LINE.match(line)
         if not m:
             raise ValueError(f"unexpected nca output line: {line!r}")
-        out.add((normalise_endpoint(m["src"]), normalise_endpoint(m["dst"]), normalise_conns(m["conns"])))
+        out.add(
+            (
+                normalise_endpoint(m["src"]),
+                normalise_endpoint(m["dst"]),
+                normalise_conns(m["conns"]),
+            )
+        )
     return frozenset(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python benchmarks/nca.py DIR [--timeout S]``: time nca on one folder."""
-    parser = argparse.ArgumentParser(description="Time network-config-analyzer on a manifest folder.")
+    parser = argparse.ArgumentParser(
+        description="Time network-config-analyzer on a manifest folder."
+    )
     parser.add_argument("manifest_dir", type=Path)
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds (default 3600)")
     parser.add_argument("--save", type=Path, help="write nca's raw output here")
@@ -332,14 +382,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.save and res.output is not None:
         args.save.write_text(res.output, encoding="utf-8")
     conns = parse_output(res.output) if res.ok and res.output is not None else None
-    print(json.dumps({
-        "command": " ".join(res.command),
-        "seconds": round(res.seconds, 3),
-        "peak_rss_bytes": res.peak_rss_bytes,
-        "returncode": res.returncode,
-        "timed_out": res.timed_out,
-        "connections": None if conns is None else len(conns),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "command": " ".join(res.command),
+                "seconds": round(res.seconds, 3),
+                "peak_rss_bytes": res.peak_rss_bytes,
+                "returncode": res.returncode,
+                "timed_out": res.timed_out,
+                "connections": None if conns is None else len(conns),
+            },
+            indent=2,
+        )
+    )
     return 0 if res.ok else 1
 
 

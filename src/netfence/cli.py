@@ -1,13 +1,19 @@
 """The `netfence` command: thin wiring of loader -> state -> engine -> renderers.
 
 typer gives typed options and help for free; rich is used only for what a person reads on a
-terminal (problems, explanations), never for machine formats, which go to stdout verbatim
-so that pipes and the conformance runner see exactly the documented text.
+terminal (problems, explanations, summaries), never for machine formats, which go to stdout
+verbatim so that pipes and the conformance runner see exactly the documented text.
+
+Exit codes: 0 success; 1 the input has errors (the rest is still analysed, as the API
+server would have rejected just those objects), `check` found errors (or warnings with
+--strict), or `explain` found the connection denied; 2 usage errors.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -15,19 +21,28 @@ import typer
 from rich.console import Console
 
 from netfence.analysis.connlist import connectivity
+from netfence.analysis.diff import DiffFormat, diff, render_diff
+from netfence.analysis.explain import EndpointError, as_dict, explain, render_text
+from netfence.analysis.lint import lint
 from netfence.analysis.render import ListFormat, render_list
 from netfence.cluster.state import ClusterState
 from netfence.k8s.loader import load_paths
+from netfence.policy.conns import parse_port
+from netfence.policy.engine import Engine
+from netfence.policy.matrix import ClusterMatrix
 from netfence.problems import Problem
 
 app = typer.Typer(
     name="netfence",
-    help="Kubernetes NetworkPolicy, implemented for real: see, check and enforce who can talk to whom.",
+    help="Kubernetes NetworkPolicy, implemented for real: see, check and enforce who can "
+    "talk to whom.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout = Console(highlight=False, soft_wrap=True)
 
 Paths = Annotated[
     list[Path],
@@ -35,9 +50,31 @@ Paths = Annotated[
 ]
 
 
+class HostNetwork(StrEnum):
+    pod = "pod"
+    node = "node"
+
+
+HostNetworkOption = Annotated[
+    HostNetwork,
+    typer.Option(
+        "--host-network",
+        help="hostNetwork pods, whose policy behaviour Kubernetes leaves undefined: 'pod' "
+        "selects and governs them like other pods (netpol-analyzer's reading); 'node' ignores "
+        "them in selectors and treats their traffic as the node's (what netfence enforces).",
+    ),
+]
+
+
+class TextOrJson(StrEnum):
+    txt = "txt"
+    json = "json"
+
+
 @app.callback()
 def _group() -> None:
-    """Kubernetes NetworkPolicy, implemented for real: see, check and enforce who can talk to whom."""
+    """Kubernetes NetworkPolicy, implemented for real: see, check and enforce who can talk
+    to whom."""
 
 
 def print_problems(problems: list[Problem]) -> None:
@@ -46,10 +83,11 @@ def print_problems(problems: list[Problem]) -> None:
         stderr.print(str(problem), style=style, markup=False)
 
 
-def load_state(paths: list[Path]) -> ClusterState:
+def load_state(paths: list[Path], *, quiet: bool = False) -> ClusterState:
     """Load and validate; problems go to stderr, invalid objects are left out."""
     state = ClusterState.build(load_paths(paths))
-    print_problems(state.problems)
+    if not quiet:
+        print_problems(state.problems)
     return state
 
 
@@ -58,17 +96,107 @@ def write(text: str) -> None:
     sys.stdout.flush()
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    stderr.print(f"error: {message}", style="red", markup=False)
+    return typer.Exit(code)
+
+
 @app.command("list")
 def list_cmd(
     paths: Paths,
     output: Annotated[
         ListFormat, typer.Option("--output", "-o", help="Output format.")
     ] = ListFormat.txt,
+    host_network: HostNetworkOption = HostNetwork.pod,
 ) -> None:
     """Whole-cluster connectivity: every pair of workloads or external ranges that can connect."""
     state = load_state(paths)
-    write(render_list(connectivity(state), output))
+    matrix = ClusterMatrix(state, host_network=host_network.value)
+    write(render_list(connectivity(state, matrix), output))
     if state.errors:
+        raise typer.Exit(1)
+
+
+@app.command("explain")
+def explain_cmd(
+    path: Annotated[Path, typer.Argument(help="Manifest file or folder.", show_default=False)],
+    src: Annotated[
+        str, typer.Option("--from", help="Source: NS/NAME (pod or workload), an IP or a CIDR.")
+    ],
+    dst: Annotated[
+        str, typer.Option("--to", help="Destination: NS/NAME (pod or workload), an IP or a CIDR.")
+    ],
+    port: Annotated[
+        str | None, typer.Option("--port", help="Port to decide, e.g. 80/TCP or 53/UDP.")
+    ] = None,
+    output: Annotated[
+        TextOrJson, typer.Option("--output", "-o", help="Output format.")
+    ] = TextOrJson.txt,
+    host_network: HostNetworkOption = HostNetwork.pod,
+) -> None:
+    """Why a connection is allowed or denied: the isolating policies and the deciding rules."""
+    try:
+        wanted = parse_port(port) if port else None
+    except ValueError as exc:
+        raise fail(f"--port: {exc}") from None
+    state = load_state([path])
+    engine = Engine(state, host_network=host_network.value)
+    try:
+        result = explain(engine, src, dst, wanted)
+    except EndpointError as exc:
+        raise fail(str(exc)) from None
+    if output == TextOrJson.json:
+        write(json.dumps(as_dict(result), indent=2) + "\n")
+    else:
+        stdout.print(render_text(result), markup=False, end="")
+    if state.errors or (wanted is not None and not result.allowed):
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check_cmd(
+    paths: Paths,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on warnings too.")] = False,
+    output: Annotated[
+        TextOrJson, typer.Option("--output", "-o", help="Output format.")
+    ] = TextOrJson.txt,
+    host_network: HostNetworkOption = HostNetwork.pod,
+) -> None:
+    """Validation errors (the API server's rules), then lint warnings about the policies."""
+    state = load_state(paths, quiet=True)
+    matrix = ClusterMatrix(state, host_network=host_network.value)
+    errors = [p for p in state.problems if p.severity == "error"]
+    warnings = [p for p in state.problems if p.severity == "warning"] + lint(state, matrix)
+    problems = errors + warnings
+    if output == TextOrJson.json:
+        write(json.dumps([p.as_dict() for p in problems], indent=2) + "\n")
+    else:
+        for problem in problems:
+            style = "red" if problem.severity == "error" else "yellow"
+            stdout.print(str(problem), style=style, markup=False)
+        summary = (
+            f"{len(errors)} error(s), {len(warnings)} warning(s) in {len(state.policies)} "
+            f"valid policies, {len(state.pods)} pods, {len(state.namespaces)} namespaces"
+        )
+        stderr.print(summary, style="bold", markup=False)
+    if errors or (strict and warnings):
+        raise typer.Exit(1)
+
+
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[Path, typer.Argument(help="Manifests before the change.", show_default=False)],
+    new: Annotated[Path, typer.Argument(help="Manifests after the change.", show_default=False)],
+    output: Annotated[
+        DiffFormat, typer.Option("--output", "-o", help="Output format.")
+    ] = DiffFormat.txt,
+    host_network: HostNetworkOption = HostNetwork.pod,
+) -> None:
+    """Connectivity added, removed or changed between two sets of manifests."""
+    before = load_state([old])
+    after = load_state([new])
+    write(render_diff(diff(before, after, host_network.value), output))
+    if before.errors or after.errors:
         raise typer.Exit(1)
 
 

@@ -6,12 +6,12 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 from netfence.analysis.connlist import Connection, Peer
 
 
-class ListFormat(str, Enum):
+class ListFormat(StrEnum):
     txt = "txt"
     json = "json"
     csv = "csv"

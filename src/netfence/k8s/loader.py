@@ -30,10 +30,7 @@ from netfence.k8s.models import (
 )
 from netfence.problems import Problem
 
-try:
-    _YamlLoader: type[yaml.SafeLoader] = yaml.CSafeLoader
-except AttributeError:  # PyYAML built without libyaml
-    _YamlLoader = yaml.SafeLoader
+_YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # SafeLoader without libyaml
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -174,7 +171,8 @@ def _load_documents(documents: Iterable[Any], file: str, result: Manifests) -> N
 
 
 def _shape(doc: Any) -> str:
-    return {dict: "map", list: "list", str: "string"}.get(type(doc), type(doc).__name__)
+    names: dict[type, str] = {dict: "map", list: "list", str: "string"}
+    return names.get(type(doc), type(doc).__name__)
 
 
 def _flatten(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -201,10 +199,14 @@ def _load_object(raw: dict[str, Any], file: str, result: Manifests) -> None:
     try:
         obj = model.model_validate(raw)
     except ValidationError as exc:
-        meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
-        name = meta.get("name") if isinstance(meta.get("name"), str) else ""
-        namespace = "" if kind == "Namespace" else (meta.get("namespace") or "default")
-        ident = describe(kind, str(namespace), name)
+        meta = raw.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        name, namespace = meta.get("name"), meta.get("namespace")
+        ident = describe(
+            kind,
+            "" if kind == "Namespace" else (namespace if isinstance(namespace, str) else "default"),
+            name if isinstance(name, str) else "",
+        )
         result.problems.extend(
             Problem("error", message, file=file, obj=ident, path=path, code="invalid-shape")
             for path, message in shape_errors(exc)

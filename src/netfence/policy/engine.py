@@ -101,8 +101,11 @@ class Engine:
         self.host_network = host_network
         self.policies = [compile_policy(p) for p in state.policies]
         self._by_namespace: dict[str, list[CompiledPolicy]] = defaultdict(list)
+        self.rules: dict[Provenance, Rule] = {}
         for policy in self.policies:
             self._by_namespace[policy.namespace].append(policy)
+            for rule in (*policy.ingress, *policy.egress):
+                self.rules[rule.provenance] = rule
 
     def selecting(self, pod: Pod, direction: Direction) -> list[CompiledPolicy]:
         """Policies that isolate `pod` in `direction`."""

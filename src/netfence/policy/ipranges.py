@@ -8,6 +8,7 @@ working form. Integers keep containment tests a bisect away.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,4 +98,4 @@ def cut(family: int, blocks: Iterable[IPRanges]) -> list[Span]:
                 points.add(lo)
                 points.add(hi + 1)
     edges = sorted(points)
-    return [(family, a, b - 1) for a, b in zip(edges, edges[1:], strict=False)]
+    return [(family, a, b - 1) for a, b in itertools.pairwise(edges)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,7 @@ from netfence.policy.ipranges import IPRanges, Span, cut
 from netfence.policy.ir import CompiledPolicy, Direction, IPPeer, Peer, PodPeer, Rule
 from netfence.policy.selectors import Selector
 
+K = TypeVar("K")
 IdArray = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.bool_]
 NONE_ID, ALL_ID = 0, 1
@@ -48,7 +50,7 @@ class ConnTable:
         return found
 
     def union(self, a: int, b: int) -> int:
-        if a == b or b == NONE_ID or a == ALL_ID:
+        if a in (b, ALL_ID) or b == NONE_ID:
             return a
         if a == NONE_ID or b == ALL_ID:
             return b
@@ -59,7 +61,7 @@ class ConnTable:
         return found
 
     def meet(self, a: int, b: int) -> int:
-        if a == b or b == ALL_ID or a == NONE_ID:
+        if a in (b, NONE_ID) or b == ALL_ID:
             return a
         if a == ALL_ID or b == NONE_ID:
             return b
@@ -121,18 +123,27 @@ class ClusterMatrix:
     """
 
     def __init__(
-        self, state: ClusterState, family: int | None = None, host_network: HostNetworkMode = "pod"
+        self,
+        state: ClusterState,
+        family: int | None = None,
+        host_network: HostNetworkMode = "pod",
+        cut_with: Sequence[CompiledPolicy] = (),
     ) -> None:
+        """`cut_with`: more policies whose ipBlocks cut the external ranges (for `diff`, so
+        that two clusters are compared over the same ranges)."""
         self.state = state
         self.engine = Engine(state, family, host_network)
         self.table = ConnTable()
         policies = self.engine.policies
         self.blocks = _distinct_blocks(policies)
         self.classes, self.class_of, self._signatures = _classes(state, self.engine, self.blocks)
-        self.src_ranges = _ranges(policies, "ingress")
-        self.dst_ranges = _ranges(policies, "egress")
+        self.src_ranges = _ranges([*policies, *cut_with], "ingress")
+        self.dst_ranges = _ranges([*policies, *cut_with], "egress")
         self._index = _LabelIndex(self.classes, state, host_network)
         self._block_masks = self._make_block_masks()
+        self._port_groups = _port_groups(self.classes)
+        self._rule_masks: dict[tuple[int, Direction], Mask] = {}
+        self.isolated: dict[Direction, Mask] = {}
         self.ingress = self._direction("ingress")
         self.egress = self._direction("egress")
 
@@ -159,6 +170,32 @@ class ClusterMatrix:
     def conns(self, conn_id: int) -> Conns:
         return self.table.values[conn_id]
 
+    def targets(self, policy: CompiledPolicy) -> npt.NDArray[np.intp]:
+        """Indexes of the classes the policy selects (whatever its policyTypes)."""
+        return np.nonzero(self._index.targets(policy))[0]
+
+    def pod_peer_classes(self, peer: PodPeer) -> Mask:
+        return self._index.pod_peer(peer)
+
+    def rule_mask(self, rule: Rule, direction: Direction) -> Mask:
+        """The peers a rule selects: classes, then the direction's external ranges."""
+        key = (id(rule), direction)
+        mask = self._rule_masks.get(key)
+        if mask is None:
+            mask = self._rule_masks[key] = self._build_rule_mask(rule, direction)
+        return mask
+
+    def rule_vector(self, rule: Rule, direction: Direction, target: int) -> IdArray:
+        """What `rule` allows class `target` per peer column (named ports resolved)."""
+        mask = self.rule_mask(rule, direction)
+        out = np.full(mask.size, NONE_ID, dtype=np.int32)
+        if direction == "ingress":
+            out[mask] = self.table.intern(rule.conns_for(self.classes[target].ports))
+            return out
+        for conn_id, cols in self._egress_columns(rule, mask):
+            out[cols] = conn_id
+        return out
+
     # -- construction -------------------------------------------------------------------
 
     def _make_block_masks(self) -> dict[IPRanges, tuple[Mask, Mask, Mask]]:
@@ -178,7 +215,7 @@ class ClusterMatrix:
             return np.concatenate([classes, src if direction == "ingress" else dst])
         return np.concatenate([self._index.pod_peer(peer), np.zeros(len(ranges), dtype=bool)])
 
-    def _rule_mask(self, rule: Rule, direction: Direction) -> Mask:
+    def _build_rule_mask(self, rule: Rule, direction: Direction) -> Mask:
         width = self.size + len(self.src_ranges if direction == "ingress" else self.dst_ranges)
         if rule.peers is None:
             return np.ones(width, dtype=bool)
@@ -196,66 +233,62 @@ class ClusterMatrix:
         for policy in self.engine.policies:
             if not policy.isolates(direction):
                 continue
-            targets = np.nonzero(self._index.targets(policy))[0]
+            targets = self.targets(policy)
             if targets.size:
                 isolated[targets] = True
                 targets_of.append((policy, targets))
         matrix[isolated] = NONE_ID
-        port_groups = _port_groups(self.classes)
+        self.isolated[direction] = isolated
         for policy, targets in targets_of:
             for rule in policy.rules(direction):
-                mask = self._rule_mask(rule, direction)
+                mask = self._build_rule_mask(rule, direction)  # used once: not cached
                 if not mask.any():
                     continue
                 if direction == "ingress":
                     self._apply_ingress(matrix, rule, targets, mask)
                 else:
-                    self._apply_egress(matrix, rule, targets, mask, port_groups)
+                    self._apply_egress(matrix, rule, targets, mask)
         return matrix
 
     def _apply_ingress(
         self, matrix: IdArray, rule: Rule, targets: npt.NDArray[np.intp], mask: Mask
     ) -> None:
-        # Named ports resolve on the destination, which here is the row (target) class.
         cols = np.nonzero(mask)[0]
-        groups: dict[int, list[int]] = defaultdict(list)
-        for t in targets:
-            conn = (
-                self.table.intern(rule.conns_for(self.classes[t].ports))
-                if (rule.has_named_ports)
-                else -1
-            )
-            groups[conn].append(int(t))
-        for conn, rows in groups.items():
-            conn_id = conn if conn >= 0 else self.table.intern(rule.conns_for(()))
-            if conn_id == NONE_ID:
-                continue
-            block = np.ix_(rows, cols)
-            matrix[block] = self.table.union_with(matrix[block], conn_id)
+        if rule.has_named_ports:  # they resolve on the destination: the row (target) class
+            groups: dict[int, list[int]] = defaultdict(list)
+            for t in targets.tolist():
+                groups[self.table.intern(rule.conns_for(self.classes[t].ports))].append(t)
+            row_sets = [
+                (conn_id, np.array(rows, dtype=np.intp)) for conn_id, rows in groups.items()
+            ]
+        else:
+            row_sets = [(self.table.intern(rule.conns_for(())), targets)]
+        for conn_id, rows in row_sets:
+            if conn_id != NONE_ID:
+                block = np.ix_(rows, cols)
+                matrix[block] = self.table.union_with(matrix[block], conn_id)
 
-    def _apply_egress(
-        self,
-        matrix: IdArray,
-        rule: Rule,
-        targets: npt.NDArray[np.intp],
-        mask: Mask,
-        port_groups: dict[tuple[ContainerPort, ...], npt.NDArray[np.bool_]],
-    ) -> None:
+    def _egress_columns(self, rule: Rule, mask: Mask) -> list[tuple[int, npt.NDArray[np.intp]]]:
+        """(conn id, destination columns) groups: named ports resolve per destination."""
         n = self.size
         if not rule.has_named_ports:
-            column_sets = [(self.table.intern(rule.conns_for(())), np.nonzero(mask)[0])]
-        else:
-            # Destination classes, grouped by their container ports; external ranges have
-            # none, so a named port allows nothing towards an IP.
-            column_sets = []
-            for ports, members in port_groups.items():
-                cols = np.nonzero(mask[:n] & members)[0]
-                if cols.size:
-                    column_sets.append((self.table.intern(rule.conns_for(ports)), cols))
-            ext = np.nonzero(mask[n:])[0] + n
-            if ext.size:
-                column_sets.append((self.table.intern(rule.conns_for(())), ext))
-        for conn_id, cols in column_sets:
+            return [(self.table.intern(rule.conns_for(())), np.nonzero(mask)[0])]
+        # Destination classes grouped by their container ports; external ranges have none,
+        # so a named port allows nothing towards an IP.
+        groups = []
+        for ports, members in self._port_groups.items():
+            cols = np.nonzero(mask[:n] & members)[0]
+            if cols.size:
+                groups.append((self.table.intern(rule.conns_for(ports)), cols))
+        ext = np.nonzero(mask[n:])[0] + n
+        if ext.size:
+            groups.append((self.table.intern(rule.conns_for(())), ext))
+        return groups
+
+    def _apply_egress(
+        self, matrix: IdArray, rule: Rule, targets: npt.NDArray[np.intp], mask: Mask
+    ) -> None:
+        for conn_id, cols in self._egress_columns(rule, mask):
             if conn_id == NONE_ID or not cols.size:
                 continue
             block = np.ix_(targets, cols)
@@ -361,7 +394,7 @@ class _LabelIndex:
         )
         self._cache: dict[object, Mask] = {}
 
-    def _mask(self, table: dict[object, Mask], key: object) -> Mask:  # type: ignore[type-arg]
+    def _mask(self, table: dict[K, Mask], key: K) -> Mask:
         mask = table.get(key)
         if mask is None:
             mask = table[key] = np.zeros(self.n, dtype=bool)
@@ -410,11 +443,13 @@ class _LabelIndex:
         else:
             assert peer.namespaces is not None
             where = self.namespaces(peer.namespaces)
-        return where & self.selector(peer.pods) & self._selectable
+        mask: Mask = where & self.selector(peer.pods) & self._selectable
+        return mask
 
     def targets(self, policy: CompiledPolicy) -> Mask:
-        return (
+        mask: Mask = (
             self.in_namespace(policy.namespace)
             & self.selector(policy.pod_selector)
             & self._selectable
         )
+        return mask
