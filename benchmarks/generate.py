@@ -326,10 +326,6 @@ class Workload:
     service_account: str
     template_hash: str
 
-    def port_names(self) -> list[str]:
-        """Named ports exposed by every pod of the workload."""
-        return [p.name for p in self.component.ports]
-
 
 @dataclass
 class Cluster:
@@ -601,9 +597,6 @@ class Generator:
             )
         return spec
 
-    def _template_labels(self, wl: Workload) -> dict[str, str]:
-        return dict(wl.labels)
-
     def _pod_labels(self, wl: Workload) -> dict[str, str]:
         labels = dict(wl.labels)
         if wl.kind == "Deployment":
@@ -617,7 +610,7 @@ class Generator:
     def _workload_manifest(self, wl: Workload, spec: Manifest) -> Manifest:
         body: Manifest = {
             "selector": {"matchLabels": dict(wl.selector)},
-            "template": {"metadata": {"labels": self._template_labels(wl)}, "spec": spec},
+            "template": {"metadata": {"labels": dict(wl.labels)}, "spec": spec},
         }
         if wl.kind != "DaemonSet":
             body = {"replicas": wl.replicas, **body}
@@ -710,7 +703,6 @@ class Generator:
         pod_selector: Manifest,
         ingress: list[Manifest] | None = None,
         egress: list[Manifest] | None = None,
-        labels: dict[str, str] | None = None,
     ) -> Manifest:
         types = []
         spec: Manifest = {"podSelector": pod_selector}
@@ -722,8 +714,6 @@ class Generator:
             spec["egress"] = egress
         spec["policyTypes"] = types
         meta: Manifest = {"name": self.names.take(f"np:{ns}", base), "namespace": ns}
-        if labels:
-            meta["labels"] = labels
         return {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",

@@ -25,6 +25,7 @@ from netfence.policy.matrix import ClusterMatrix
 ALL = "All Connections"
 NONE = "No Connections"
 EXTERNAL = "8.8.8.8"
+WORLD = "0.0.0.0-255.255.255.255[External]"
 MODEL_PODS = [f"{ns}/{pod}" for ns in NAMESPACES for pod in PODS]
 
 
@@ -134,17 +135,19 @@ def test_empty_egress_list_does_not_add_egress_policy_type() -> None:
     )
 
 
-def test_egress_rules_without_policy_types_isolate_both_directions() -> None:
+@pytest.mark.parametrize("policy_types", ["", "policyTypes: []", "policyTypes: null"])
+def test_egress_rules_without_policy_types_isolate_both_directions(policy_types: str) -> None:
     state = build(
-        """
+        f"""
         apiVersion: networking.k8s.io/v1
         kind: NetworkPolicy
-        metadata: {name: a-to-b, namespace: x}
+        metadata: {{name: a-to-b, namespace: x}}
         spec:
-          podSelector: {matchLabels: {pod: a}}
+          podSelector: {{matchLabels: {{pod: a}}}}
+          {policy_types}
           egress:
-          - to: [{podSelector: {matchLabels: {pod: b}}}]
-            ports: [{port: 80}]
+          - to: [{{podSelector: {{matchLabels: {{pod: b}}}}}}]
+            ports: [{{port: 80}}]
         """,
         model=True,
     )
@@ -538,6 +541,69 @@ def test_stacked_policies_union() -> None:
     )
 
 
+def test_egress_allow_all_policy_takes_precedence_over_narrower_one() -> None:
+    state = build(
+        """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: only-80, namespace: x}
+        spec:
+          podSelector: {matchLabels: {pod: a}}
+          policyTypes: [Egress]
+          egress:
+          - ports: [{port: 80}]
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: allow-all, namespace: x}
+        spec:
+          podSelector: {matchLabels: {pod: a}}
+          policyTypes: [Egress]
+          egress:
+          - {}
+        """,
+        model=True,
+    )
+    assert_conns(state, {("x/a", "y/b"): ALL, ("x/a", EXTERNAL): ALL})
+
+
+def test_ip_overlapping_cidr_and_except_is_allowed_by_another_policy() -> None:
+    state = build(
+        """
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: except-b, namespace: x}
+        spec:
+          podSelector: {matchLabels: {pod: a}}
+          policyTypes: [Egress]
+          egress:
+          - to: [{ipBlock: {cidr: 192.168.2.0/24, except: [192.168.2.2/32]}}]
+        ---
+        apiVersion: networking.k8s.io/v1
+        kind: NetworkPolicy
+        metadata: {name: only-b, namespace: x}
+        spec:
+          podSelector: {matchLabels: {pod: a}}
+          policyTypes: [Egress]
+          egress:
+          - to: [{ipBlock: {cidr: 192.168.2.2/32}}]
+            ports: [{port: 80}]
+        """,
+        model=True,
+    )
+    assert_conns(
+        state,
+        {
+            ("x/a", "y/a"): ALL,
+            ("x/a", "y/b"): "TCP 80",  # excepted by one policy, allowed by the other
+            ("x/a", "y/c"): ALL,
+            ("x/a", "192.168.2.2"): "TCP 80",
+            ("x/a", "192.168.2.200"): ALL,
+            ("x/a", "z/a"): NONE,
+        },
+    )
+
+
 def test_connection_needs_source_egress_and_destination_ingress() -> None:
     state = build(
         """
@@ -630,6 +696,10 @@ spec:
     assert actual == allowed
     for src in {"p1", "p2", "p3", "p4"} - allowed:
         assert conns(state, f"x/{src}", "x/target") == NONE
+    listed = connlist(state)
+    assert {
+        src for src in ("p1", "p2", "p3", "p4") if (f"x/{src}[Pod]", "x/target[Pod]") in listed
+    } == (allowed)
 
 
 def test_match_expressions_combine_with_match_labels_as_and() -> None:
@@ -683,6 +753,11 @@ spec:
             ("x/p1", "x/p4"): NONE,
         },
     )
+    listed = connlist(state)
+    assert {dst for src, dst in listed if src == "x/p2[Pod]"} == {
+        "x/p1[Pod]",
+        "0.0.0.0-255.255.255.255[External]",
+    }
 
 
 def test_match_expressions_in_namespace_selector() -> None:
@@ -1172,11 +1247,6 @@ def test_declared_namespace_keeps_its_labels_and_gets_metadata_name() -> None:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: state.py uses labels.setdefault for kubernetes.io/metadata.name; the API "
-    "server always overwrites that label with the namespace's name",
-)
 def test_metadata_name_label_is_always_the_namespace_name() -> None:
     state = build(
         """
@@ -1291,9 +1361,28 @@ def test_replicaset_owned_pods_are_listed_as_their_owner() -> None:
           namespace: x
           labels: {component: etcd}
           ownerReferences: [{apiVersion: v1, kind: Node, name: node-1, controller: true}]
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: helper
+          namespace: x
+          ownerReferences:
+          - {apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9, controller: false}
         """
     )
-    assert connlist(state) == {
+    listed = connlist(state)
+    # Only a controller reference makes a pod part of a workload.
+    assert listed.pop(("x/helper[Pod]", "x/web-7d4b9[ReplicaSet]")) == ALL
+    assert {pair for pair in listed if "x/helper[Pod]" in pair} == {
+        ("x/helper[Pod]", "x/etcd-node-1[Pod]"),
+        ("x/helper[Pod]", WORLD),
+        ("x/etcd-node-1[Pod]", "x/helper[Pod]"),
+        ("x/web-7d4b9[ReplicaSet]", "x/helper[Pod]"),
+        (WORLD, "x/helper[Pod]"),
+    }
+    listed = {pair: c for pair, c in listed.items() if "x/helper[Pod]" not in pair}
+    assert listed == {
         ("x/web-7d4b9[ReplicaSet]", "x/etcd-node-1[Pod]"): ALL,
         ("x/etcd-node-1[Pod]", "x/web-7d4b9[ReplicaSet]"): ALL,
         ("x/web-7d4b9[ReplicaSet]", "0.0.0.0-255.255.255.255[External]"): ALL,
@@ -1316,7 +1405,6 @@ apiVersion: v1
 kind: Pod
 metadata: {name: b, namespace: x, labels: {pod: b}}
 """
-WORLD = "0.0.0.0-255.255.255.255[External]"
 
 
 def test_connlist_without_policies() -> None:

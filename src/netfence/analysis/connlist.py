@@ -105,7 +105,7 @@ def connectivity(state: ClusterState, matrix: ClusterMatrix | None = None) -> li
         result += _emit(to_ranges, peers, [Peer(span=s) for s in matrix.dst_ranges], matrix)
         from_ranges = by_rows(matrix.range_to_pod().T.copy()).T
         result += _emit(from_ranges, [Peer(span=s) for s in matrix.src_ranges], peers, matrix)
-    result.sort(key=str)
+    result.sort(key=lambda c: (str(c.src), str(c.dst)))
     return result
 
 

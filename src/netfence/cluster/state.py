@@ -10,6 +10,7 @@ engine never sees YAML-shaped data.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from netfence.problems import Problem
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+_TEMPLATE_HASH = re.compile(r"[a-z0-9]{6,10}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +95,9 @@ class ClusterState:
             problems.extend(found)
             if not found:
                 valid.append(item)
-        duplicates = duplicate_names(valid)
+        duplicates, rejected = duplicate_names(valid)
         problems.extend(duplicates)
-        rejected = {(p.file, p.obj) for p in duplicates}
-        valid = [item for item in valid if (item.file, item.ident) not in rejected]
+        valid = [item for item in valid if id(item) not in rejected]
         return cls.from_objects((item.obj for item in valid), problems, files=valid)
 
     @classmethod
@@ -126,8 +127,8 @@ class ClusterState:
                 state.pods.extend(_workload_pods(obj, namespace))
         for name in [*declared, *used]:
             if name not in state.namespaces:
-                labels = dict(declared.get(name, {}))
-                labels.setdefault(NAMESPACE_NAME_LABEL, name)
+                # The API server sets this label to the name, whatever the manifest says.
+                labels = {**declared.get(name, {}), NAMESPACE_NAME_LABEL: name}
                 state.namespaces[name] = Namespace(name, labels)
         return state
 
@@ -151,10 +152,23 @@ class ClusterState:
         return dict(index)
 
     def find_pods(self, namespace: str, name: str) -> list[Pod]:
-        """Pods called `name`, or the pods of the workload called `name`, in a namespace."""
+        """Pods called `name`, or of the workload called `name`, in a namespace.
+
+        A Deployment's pods are owned by its ReplicaSet `<deployment>-<pod-template-hash>`,
+        so the Deployment's name finds them too, as it does with kubectl.
+        """
         pods = self.pods_by_namespace.get(namespace, [])
-        exact = [p for p in pods if p.name == name]
-        return exact or [p for p in pods if p.owner.name == name]
+        return (
+            [p for p in pods if p.name == name]
+            or [p for p in pods if p.owner.name == name]
+            or [
+                p
+                for p in pods
+                if p.owner.kind == "ReplicaSet"
+                and _TEMPLATE_HASH.fullmatch(p.owner.name.removeprefix(f"{name}-"))
+                and p.owner.name.startswith(f"{name}-")
+            ]
+        )
 
 
 def _container_ports(spec: models.PodSpec) -> tuple[ContainerPort, ...]:

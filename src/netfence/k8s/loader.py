@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from netfence.k8s.models import (
+    OBJECT_META_FIELDS,
     WORKLOAD_KINDS,
     K8sObject,
     Namespace,
@@ -212,7 +213,22 @@ def _load_object(raw: dict[str, Any], file: str, result: Manifests) -> None:
             for path, message in shape_errors(exc)
         )
         return
-    result.objects.append(Loaded(obj, file))
+    loaded = Loaded(obj, file)
+    result.objects.append(loaded)
+    meta = raw.get("metadata")
+    for key in sorted(set(meta) - OBJECT_META_FIELDS if isinstance(meta, dict) else ()):
+        # A warning, not an error: dumps from other versions carry fields we do not know,
+        # but `lables:` silently leaving a pod unlabelled deserves a word.
+        result.problems.append(
+            Problem(
+                "warning",
+                "unknown field, ignored" + _did_you_mean(str(key), OBJECT_META_FIELDS),
+                file=file,
+                obj=loaded.ident,
+                path=f"metadata.{key}",
+                code="unknown-field",
+            )
+        )
 
 
 _TYPE_MESSAGES = {

@@ -80,6 +80,28 @@ class OwnerReference(Wire):
     controller: bool | None = None
 
 
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
+        "clusterName",  # removed in 1.25, still in older dumps
+    }
+)
+
+
 class ObjectMeta(Wire):
     name: StrictStr | None = None
     namespace: StrictStr | None = None
@@ -133,10 +155,12 @@ class NetworkPolicySpec(Strict):
     policy_types: list[StrictStr] | None = None
 
 
-class NetworkPolicy(Wire):
+class NetworkPolicy(Strict):
+    api_version: StrictStr | None = None
     kind: Literal["NetworkPolicy"] = "NetworkPolicy"
     metadata: ObjectMeta
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
+    status: dict[str, Any] | None = None  # deprecated in v1.24, ignored
 
 
 class ContainerPort(Wire):

@@ -69,14 +69,19 @@ def validate(item: Loaded) -> list[Problem]:
     return report.problems
 
 
-def duplicate_names(items: Iterable[Loaded]) -> list[Problem]:
-    """Two objects of one kind with the same namespace and name: the second one is an error."""
+def duplicate_names(items: Iterable[Loaded]) -> tuple[list[Problem], set[int]]:
+    """Two objects of one kind with the same namespace and name: the second one is an error.
+
+    Returns the problems and the `id()`s of the rejected items (the first of a name stays).
+    """
     seen: dict[tuple[str, str, str], Loaded] = {}
     problems = []
+    rejected: set[int] = set()
     for item in items:
         key = (item.kind, item.namespace, item.name)
         first = seen.setdefault(key, item)
         if first is not item:
+            rejected.add(id(item))
             problems.append(
                 Problem(
                     "error",
@@ -87,7 +92,7 @@ def duplicate_names(items: Iterable[Loaded]) -> list[Problem]:
                     code="duplicate-name",
                 )
             )
-    return problems
+    return problems, rejected
 
 
 def _metadata(report: _Report, meta: ObjectMeta, name_rule: Callable[[str], list[str]]) -> None:

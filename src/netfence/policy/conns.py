@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 PROTOCOLS: tuple[str, ...] = ("TCP", "UDP", "SCTP")
 MIN_PORT, MAX_PORT = 1, 65535
@@ -132,15 +133,20 @@ class Conns:
 
     def __str__(self) -> str:
         """The netpol-analyzer form: `All Connections` or `TCP 80,8080-8090,UDP 53`."""
-        if self.is_all:
-            return "All Connections"
-        if not self:
-            return "No Connections"
-        parts = sorted(f"{protocol} {format_ranges(ranges)}" for protocol, ranges in self.items())
-        return ",".join(parts)
+        return _text(self)
 
     def as_dict(self) -> dict[str, list[str]]:
         return {p: [_range_text(r) for r in ranges] for p, ranges in self.items()}
+
+
+@lru_cache(maxsize=4096)
+def _text(conns: Conns) -> str:
+    """Formatting is the hot spot of long lists, and a cluster has few distinct values."""
+    if conns.is_all:
+        return "All Connections"
+    if not conns:
+        return "No Connections"
+    return ",".join(sorted(f"{p} {format_ranges(ranges)}" for p, ranges in conns.items()))
 
 
 def format_ranges(ranges: Sequence[tuple[int, int]]) -> str:
