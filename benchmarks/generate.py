@@ -1215,264 +1215,18 @@ _PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
 class InvalidManifest(ValueError):
-    """A generated object would be rejected by the Kubernetes API server."""
+    """The generator wrote something the API server would reject: a generator bug."""
 
 
-def _check(cond: bool, where: str, msg: str) -> None:
-    if not cond:
-        raise InvalidManifest(f"{where}: {msg}")
+def validate(outdir: Path) -> None:
+    """Check the written manifests with netfence's own loader and API-server rules."""
+    from netfence.cluster.state import ClusterState
+    from netfence.k8s.loader import load_paths
 
-
-def _check_dns_label(value: Any, where: str) -> None:
-    _check(
-        isinstance(value, str) and len(value) <= 63 and bool(_DNS1123_LABEL.match(value)),
-        where,
-        f"{value!r} is not a DNS-1123 label",
-    )
-
-
-def _check_dns_subdomain(value: Any, where: str) -> None:
-    _check(
-        isinstance(value, str) and len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.match(value)),
-        where,
-        f"{value!r} is not a DNS-1123 subdomain",
-    )
-
-
-def _check_label_key(key: Any, where: str) -> None:
-    _check(isinstance(key, str), where, f"label key {key!r} is not a string")
-    prefix, _, name = key.rpartition("/")
-    if prefix:
-        _check_dns_subdomain(prefix, f"{where} label key prefix")
-    _check(len(name) <= 63 and bool(_QUALIFIED_NAME.match(name)), where, f"bad label key {key!r}")
-
-
-def _check_label_value(value: Any, where: str) -> None:
-    _check(
-        isinstance(value, str) and len(value) <= 63 and bool(_LABEL_VALUE.match(value)),
-        where,
-        f"bad label value {value!r}",
-    )
-
-
-def _check_labels(labels: Any, where: str) -> None:
-    _check(isinstance(labels, dict), where, "labels must be a map")
-    for k, v in labels.items():
-        _check_label_key(k, where)
-        _check_label_value(v, f"{where} [{k}]")
-
-
-def _check_port_name(name: Any, where: str) -> None:
-    _check(
-        isinstance(name, str)
-        and 0 < len(name) <= 15
-        and bool(_IANA_SVC_NAME.match(name))
-        and "--" not in name
-        and any(c.isalpha() for c in name),
-        where,
-        f"bad port name {name!r}",
-    )
-
-
-def _check_selector(sel: Any, where: str) -> None:
-    _check(isinstance(sel, dict), where, "selector must be a map")
-    _check(
-        set(sel) <= {"matchLabels", "matchExpressions"},
-        where,
-        f"unknown selector fields {sorted(sel)}",
-    )
-    _check_labels(sel.get("matchLabels", {}), where)
-    for expr in sel.get("matchExpressions", []):
-        _check_label_key(expr.get("key"), where)
-        op, values = expr.get("operator"), expr.get("values")
-        _check(op in ("In", "NotIn", "Exists", "DoesNotExist"), where, f"bad operator {op!r}")
-        if op in ("In", "NotIn"):
-            _check(bool(values), where, f"{op} needs values")
-            for v in values:
-                _check_label_value(v, where)
-        else:
-            _check(not values, where, f"{op} must not have values")
-
-
-def _check_pod_spec(spec: Manifest, where: str) -> None:
-    containers = spec.get("containers") or []
-    _check(bool(containers), where, "no containers")
-    seen_ports: set[str] = set()
-    seen_names: set[str] = set()
-    for c in containers:
-        _check_dns_label(c.get("name"), f"{where} container")
-        _check(c["name"] not in seen_names, where, f"duplicate container {c['name']}")
-        seen_names.add(c["name"])
-        _check(bool(c.get("image")), where, "container without image")
-        for p in c.get("ports", []):
-            _check_port_name(p.get("name"), where)
-            _check(p["name"] not in seen_ports, where, f"duplicate port name {p['name']}")
-            seen_ports.add(p["name"])
-            _check(
-                isinstance(p.get("containerPort"), int) and 0 < p["containerPort"] < 65536,
-                where,
-                "bad port",
-            )
-            _check(p.get("protocol", "TCP") in _PROTOCOLS, where, "bad protocol")
-    if "serviceAccountName" in spec:
-        _check_dns_subdomain(spec["serviceAccountName"], f"{where} serviceAccountName")
-    if "nodeName" in spec:
-        _check_dns_subdomain(spec["nodeName"], f"{where} nodeName")
-
-
-def _selector_matches(sel: Manifest, labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
-
-
-def _check_ip_block(block: Any, where: str) -> None:
-    _check(isinstance(block, dict) and set(block) <= {"cidr", "except"}, where, "bad ipBlock")
-    try:
-        net = ipaddress.ip_network(block["cidr"], strict=True)
-    except (KeyError, ValueError) as exc:
-        raise InvalidManifest(f"{where}: bad ipBlock cidr {block.get('cidr')!r}: {exc}") from exc
-    for exc_cidr in block.get("except", []):
-        try:
-            sub = ipaddress.ip_network(exc_cidr, strict=True)
-        except ValueError as exc:
-            raise InvalidManifest(f"{where}: bad except {exc_cidr!r}") from exc
-        strict_subset = sub.version == net.version and sub != net and net.supernet_of(sub)  # type: ignore[arg-type]
-        _check(strict_subset, where, f"except {exc_cidr} is not a strict subset of {net}")
-
-
-def _check_policy_ports(ports: Any, where: str) -> None:
-    for p in ports or []:
-        _check(set(p) <= {"protocol", "port", "endPort"}, where, f"bad port fields {sorted(p)}")
-        _check(p.get("protocol", "TCP") in _PROTOCOLS, where, f"bad protocol {p.get('protocol')!r}")
-        port = p.get("port")
-        if isinstance(port, str):
-            _check_port_name(port, where)
-        elif port is not None:
-            _check(isinstance(port, int) and 0 < port < 65536, where, f"bad port {port!r}")
-        if "endPort" in p:
-            _check(isinstance(port, int), where, "endPort requires a numeric port")
-            _check(
-                isinstance(p["endPort"], int) and port <= p["endPort"] < 65536, where, "bad endPort"
-            )
-
-
-def _check_peers(peers: Any, where: str) -> None:
-    for peer in peers or []:
-        _check(isinstance(peer, dict) and bool(peer), where, "empty peer")
-        _check(
-            set(peer) <= {"podSelector", "namespaceSelector", "ipBlock"},
-            where,
-            f"bad peer {sorted(peer)}",
-        )
-        if "ipBlock" in peer:
-            _check(len(peer) == 1, where, "ipBlock cannot be combined with selectors")
-            _check_ip_block(peer["ipBlock"], where)
-        for key in ("podSelector", "namespaceSelector"):
-            if key in peer:
-                _check_selector(peer[key], where)
-
-
-def _check_network_policy(obj: Manifest, where: str) -> None:
-    spec = obj["spec"]
-    _check(
-        set(spec) <= {"podSelector", "ingress", "egress", "policyTypes"},
-        where,
-        "unknown spec fields",
-    )
-    _check_selector(spec.get("podSelector"), where)
-    types = spec.get("policyTypes", [])
-    _check(
-        all(t in ("Ingress", "Egress") for t in types) and len(set(types)) == len(types),
-        where,
-        f"bad policyTypes {types!r}",
-    )
-    for rule in spec.get("ingress", []) or []:
-        _check(set(rule) <= {"from", "ports"}, where, "bad ingress rule")
-        _check_peers(rule.get("from"), where)
-        _check_policy_ports(rule.get("ports"), where)
-    for rule in spec.get("egress", []) or []:
-        _check(set(rule) <= {"to", "ports"}, where, "bad egress rule")
-        _check_peers(rule.get("to"), where)
-        _check_policy_ports(rule.get("ports"), where)
-
-
-def validate(cluster: Cluster) -> None:
-    """Raise :class:`InvalidManifest` if any object would be rejected by the API server."""
-    seen: set[tuple[str, str, str]] = set()
-    namespaces = set()
-    ips: set[str] = set()
-    for obj in [*cluster.namespaces, *cluster.workloads, *cluster.pods, *cluster.policies]:
-        meta = obj["metadata"]
-        kind, name, ns = obj["kind"], meta.get("name"), meta.get("namespace", "")
-        where = f"{kind} {ns}/{name}"
-        key = (kind, ns, name)
-        _check(key not in seen, where, "duplicate object")
-        seen.add(key)
-        if kind == "Namespace":
-            _check_dns_label(name, where)
-            _check(not ns, where, "Namespace is cluster-scoped")
-            namespaces.add(name)
-            _check(
-                meta["labels"].get("kubernetes.io/metadata.name") == name,
-                where,
-                "metadata.name label",
-            )
-        else:
-            _check_dns_subdomain(name, where)
-            _check(ns in namespaces, where, f"unknown namespace {ns!r}")
-        _check_labels(meta.get("labels", {}), where)
-        if kind in ("Deployment", "StatefulSet", "DaemonSet"):
-            _check_dns_label(name, where)  # StatefulSet/DaemonSet names end up in pod host names
-            spec = obj["spec"]
-            _check_selector(spec["selector"], where)
-            tmpl_labels = spec["template"]["metadata"]["labels"]
-            _check_labels(tmpl_labels, where)
-            _check(
-                bool(spec["selector"].get("matchLabels"))
-                and _selector_matches(spec["selector"], tmpl_labels),
-                where,
-                "selector does not match template labels",
-            )
-            _check_pod_spec(spec["template"]["spec"], where)
-            _check(
-                kind != "DaemonSet" or "replicas" not in spec, where, "DaemonSet has no replicas"
-            )
-        elif kind == "Pod":
-            _check_pod_spec(obj["spec"], where)
-            owners = meta.get("ownerReferences", [])
-            _check(
-                sum(bool(o.get("controller")) for o in owners) <= 1,
-                where,
-                "more than one controller",
-            )
-            for o in owners:
-                _check(
-                    all(o.get(f) for f in ("apiVersion", "kind", "name", "uid")),
-                    where,
-                    "bad ownerReference",
-                )
-                _check_dns_subdomain(o["name"], where)
-            status = obj.get("status", {})
-            pod_ips = [e["ip"] for e in status.get("podIPs", [])]
-            _check(
-                status.get("podIP") == (pod_ips[0] if pod_ips else None),
-                where,
-                "podIP != podIPs[0]",
-            )
-            _check(
-                len({ipaddress.ip_address(i).version for i in pod_ips}) == len(pod_ips),
-                where,
-                "at most one IP per family",
-            )
-            for ip in pod_ips:
-                _check(ip not in ips, where, f"duplicate pod IP {ip}")
-                ips.add(ip)
-        elif kind == "NetworkPolicy":
-            _check_network_policy(obj, where)
-
-
-# --------------------------------------------------------------------------
-# Output
-# --------------------------------------------------------------------------
+    problems = ClusterState.build(load_paths([outdir])).problems
+    if problems:
+        shown = "\n".join(str(p) for p in problems[:20])
+        raise InvalidManifest(f"{len(problems)} problem(s) in {outdir}:\n{shown}")
 
 
 class _Dumper(yaml.CSafeDumper):
@@ -1549,13 +1303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     cluster = generate(args.pods, args.policies, args.seed, args.emit)
-    if not args.no_validate:
-        validate(cluster)
     header = (
         f"# generated by benchmarks/generate.py --pods {args.pods} --policies {args.policies} "
         f"--seed {args.seed} --emit {args.emit}\n"
     )
     paths = write(cluster, args.outdir, header)
+    if not args.no_validate:
+        validate(args.outdir)
     print(
         f"{args.outdir}: {cluster.summary()} -> {', '.join(p.name for p in paths)} "
         f"({time.perf_counter() - t0:.1f}s)",

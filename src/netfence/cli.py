@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from netfence.analysis.connlist import connectivity
+from netfence.analysis.connlist import ConnList, connectivity
 from netfence.analysis.diff import DiffFormat, diff, render_diff
 from netfence.analysis.explain import EndpointError, as_dict, explain, render_text
 from netfence.analysis.lint import lint
@@ -91,8 +93,9 @@ def load_state(paths: list[Path], *, quiet: bool = False) -> ClusterState:
     return state
 
 
-def write(text: str) -> None:
-    sys.stdout.write(text)
+def write(text: str | Iterable[str]) -> None:
+    for chunk in [text] if isinstance(text, str) else text:
+        sys.stdout.write(chunk)
     sys.stdout.flush()
 
 
@@ -112,9 +115,25 @@ def list_cmd(
     """Whole-cluster connectivity: every pair of workloads or external ranges that can connect."""
     state = load_state(paths)
     matrix = ClusterMatrix(state, host_network=host_network.value)
-    write(render_list(connectivity(state, matrix), output))
+    connections = connectivity(state, matrix)
+    if output == ListFormat.txt and stdout.is_terminal:
+        _print_colored(connections)
+    else:
+        write(render_list(connections, output))
     if state.errors:
         raise typer.Exit(1)
+
+
+def _print_colored(connections: ConnList) -> None:
+    """The txt form with peers and connections coloured; same characters as when piped."""
+    for c in connections:
+        line = Text()
+        line.append(str(c.src), style="magenta" if c.src.is_external else "cyan")
+        line.append(" => ", style="dim")
+        line.append(str(c.dst), style="magenta" if c.dst.is_external else "cyan")
+        line.append(" : ", style="dim")
+        line.append(str(c.conns), style="bold green" if c.conns.is_all else "green")
+        stdout.print(line)
 
 
 @app.command("explain")

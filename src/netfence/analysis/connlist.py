@@ -9,9 +9,11 @@ over its pods; pairs of a workload with itself and of two ranges are not listed.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from netfence.cluster.state import ClusterState, Owner, Pod
 from netfence.policy.conns import Conns
@@ -75,7 +77,46 @@ class Connection:
         }
 
 
-def connectivity(state: ClusterState, matrix: ClusterMatrix | None = None) -> list[Connection]:
+class ConnList:
+    """The allowed pairs as parallel arrays (source, destination, conns id), sorted.
+
+    A large cluster has millions of pairs; holding them as arrays and making `Connection`
+    objects only on iteration keeps `list` on 20,000 pods within memory, and lets renderers
+    format each peer and each distinct `Conns` once (`labels`, `conns_text`).
+    """
+
+    def __init__(
+        self,
+        peers: list[Peer],
+        src: npt.NDArray[np.int64],
+        dst: npt.NDArray[np.int64],
+        ids: IdArray,
+        matrix: ClusterMatrix,
+    ) -> None:
+        self.peers = peers
+        self.labels = [str(p) for p in peers]
+        rank = np.empty(len(peers), dtype=np.int64)
+        rank[sorted(range(len(peers)), key=self.labels.__getitem__)] = np.arange(len(peers))
+        order = np.lexsort((rank[dst], rank[src]))
+        self.src, self.dst, self.ids = src[order], dst[order], ids[order]
+        self._matrix = matrix
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+    def conns(self, conn_id: int) -> Conns:
+        return self._matrix.conns(conn_id)
+
+    def rows(self) -> Iterator[tuple[int, int, int]]:
+        """(source peer index, destination peer index, conns id) in output order."""
+        return zip(self.src.tolist(), self.dst.tolist(), self.ids.tolist(), strict=True)
+
+    def __iter__(self) -> Iterator[Connection]:
+        for s, d, c in self.rows():
+            yield Connection(self.peers[s], self.peers[d], self.conns(c))
+
+
+def connectivity(state: ClusterState, matrix: ClusterMatrix | None = None) -> ConnList:
     """Every allowed (peer, peer) pair, sorted like netpol-analyzer's output."""
     matrix = matrix or ClusterMatrix(state)
     owners: dict[Peer, list[int]] = defaultdict(list)
@@ -84,7 +125,7 @@ def connectivity(state: ClusterState, matrix: ClusterMatrix | None = None) -> li
         index = matrix.class_of[id(pod)]
         if index not in members:
             members.append(index)
-    peers = list(owners)
+    workloads = list(owners)
     groups = list(owners.values())
     table = matrix.table
 
@@ -96,25 +137,23 @@ def connectivity(state: ClusterState, matrix: ClusterMatrix | None = None) -> li
                 out[i] = table.union_arrays(out[i], ids[extra])
         return out
 
-    result: list[Connection] = []
-    if peers:
+    n = len(workloads)
+    sources = [Peer(span=s) for s in matrix.src_ranges]
+    destinations = [Peer(span=s) for s in matrix.dst_ranges]
+    peers = workloads + sources + destinations
+    parts: list[tuple[IdArray, int, int]] = []  # (ids, first source index, first dst index)
+    if n:
         pods = by_rows(by_rows(matrix.pod_to_pod()).T.copy()).T  # [src owner, dst owner]
         np.fill_diagonal(pods, NONE_ID)
-        result += _emit(pods, peers, peers, matrix)
-        to_ranges = by_rows(matrix.pod_to_range().copy())
-        result += _emit(to_ranges, peers, [Peer(span=s) for s in matrix.dst_ranges], matrix)
-        from_ranges = by_rows(matrix.range_to_pod().T.copy()).T
-        result += _emit(from_ranges, [Peer(span=s) for s in matrix.src_ranges], peers, matrix)
-    result.sort(key=lambda c: (str(c.src), str(c.dst)))
-    return result
-
-
-def _emit(
-    ids: IdArray, srcs: list[Peer], dsts: list[Peer], matrix: ClusterMatrix
-) -> list[Connection]:
-    rows, cols = np.nonzero(ids != NONE_ID)
-    values = ids[rows, cols]
-    return [
-        Connection(srcs[r], dsts[c], matrix.conns(int(v)))
-        for r, c, v in zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True)
-    ]
+        parts.append((pods, 0, 0))
+        parts.append((by_rows(matrix.pod_to_range().copy()), 0, n + len(sources)))
+        parts.append((by_rows(matrix.range_to_pod().T.copy()).T, n, 0))
+    src: list[npt.NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)]
+    dst: list[npt.NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)]
+    ids: list[IdArray] = [np.zeros(0, dtype=np.int32)]
+    for block, row0, col0 in parts:
+        rows, cols = np.nonzero(block != NONE_ID)
+        src.append(rows.astype(np.int64) + row0)
+        dst.append(cols.astype(np.int64) + col0)
+        ids.append(block[rows, cols])
+    return ConnList(peers, np.concatenate(src), np.concatenate(dst), np.concatenate(ids), matrix)

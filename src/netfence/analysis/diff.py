@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -69,7 +69,7 @@ def diff(
     return result
 
 
-def _by_pair(connections: Sequence[Connection]) -> dict[tuple[Peer, Peer], Conns]:
+def _by_pair(connections: Iterable[Connection]) -> dict[tuple[Peer, Peer], Conns]:
     return {(c.src, c.dst): c.conns for c in connections}
 
 

@@ -1,14 +1,20 @@
-"""Renderers for connectivity lists: txt (netpol-analyzer's connlist form), json, csv, md, dot."""
+"""Renderers for connectivity lists: txt (netpol-analyzer's connlist form), json, csv, md, dot.
+
+Each renderer yields chunks of text, formatting every peer and every distinct `Conns` value
+once, so that millions of lines stream out without building them all in memory.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 
-from netfence.analysis.connlist import Connection, Peer
+from netfence.analysis.connlist import ConnList
+
+CHUNK = 10_000
 
 
 class ListFormat(StrEnum):
@@ -19,63 +25,117 @@ class ListFormat(StrEnum):
     dot = "dot"
 
 
-def render_list(connections: Sequence[Connection], fmt: ListFormat) -> str:
+def render_list(connections: ConnList, fmt: ListFormat) -> Iterator[str]:
     return _RENDERERS[fmt](connections)
 
 
-def _txt(connections: Sequence[Connection]) -> str:
-    return "".join(f"{c}\n" for c in connections)
+def _lines(connections: ConnList, line: Callable[[int, int, int], str]) -> Iterator[str]:
+    buffer: list[str] = []
+    for s, d, c in connections.rows():
+        buffer.append(line(s, d, c))
+        if len(buffer) >= CHUNK:
+            yield "".join(buffer)
+            buffer.clear()
+    yield "".join(buffer)
 
 
-def _json(connections: Sequence[Connection]) -> str:
-    return json.dumps([c.as_dict() for c in connections], indent=2) + "\n"
+def _conns_text(connections: ConnList) -> Callable[[int], str]:
+    cache: dict[int, str] = {}
+
+    def text(conn_id: int) -> str:
+        found = cache.get(conn_id)
+        if found is None:
+            found = cache[conn_id] = str(connections.conns(conn_id))
+        return found
+
+    return text
 
 
-def _csv(connections: Sequence[Connection]) -> str:
+def _txt(connections: ConnList) -> Iterator[str]:
+    labels, conns = connections.labels, _conns_text(connections)
+    return _lines(connections, lambda s, d, c: f"{labels[s]} => {labels[d]} : {conns(c)}\n")
+
+
+def _json(connections: ConnList) -> Iterator[str]:
+    """A JSON array, one connection object per line."""
+    peers = [json.dumps(p.as_dict()) for p in connections.peers]
+    cache: dict[int, str] = {}
+
+    def conns(conn_id: int) -> str:
+        found = cache.get(conn_id)
+        if found is None:
+            value = connections.conns(conn_id)
+            found = cache[conn_id] = (
+                f'"conns": {json.dumps(str(value))}, "protocols": {json.dumps(value.as_dict())}'
+            )
+        return found
+
+    first = True
+
+    def line(s: int, d: int, c: int) -> str:
+        nonlocal first
+        sep = "\n" if first else ",\n"
+        first = False
+        return f'{sep}{{"src": {peers[s]}, "dst": {peers[d]}, {conns(c)}}}'
+
+    yield "["
+    yield from _lines(connections, line)
+    yield "\n]\n"
+
+
+def _csv(connections: ConnList) -> Iterator[str]:
+    labels, conns = connections.labels, _conns_text(connections)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["src", "dst", "conn"])
-    writer.writerows([str(c.src), str(c.dst), str(c.conns)] for c in connections)
-    return out.getvalue()
+    yield out.getvalue()
+
+    def line(s: int, d: int, c: int) -> str:
+        out.seek(0)
+        out.truncate()
+        writer.writerow([labels[s], labels[d], conns(c)])
+        return out.getvalue()
+
+    yield from _lines(connections, line)
 
 
-def _md(connections: Sequence[Connection]) -> str:
-    lines = ["| src | dst | conn |", "|-----|-----|------|"]
-    lines += [f"| {c.src} | {c.dst} | {c.conns} |" for c in connections]
-    return "\n".join(lines) + "\n"
+def _md(connections: ConnList) -> Iterator[str]:
+    labels, conns = connections.labels, _conns_text(connections)
+    yield "| src | dst | conn |\n|-----|-----|------|\n"
+    yield from _lines(connections, lambda s, d, c: f"| {labels[s]} | {labels[d]} | {conns(c)} |\n")
 
 
-def _dot_id(peer: Peer) -> str:
-    return json.dumps(str(peer))
-
-
-def _dot(connections: Sequence[Connection]) -> str:
+def _dot(connections: ConnList) -> Iterator[str]:
     """Workloads clustered by namespace, external ranges as boxes, edges labelled by ports."""
-    namespaces: dict[str, set[Peer]] = {}
-    external: set[Peer] = set()
-    for c in connections:
-        for peer in (c.src, c.dst):
-            if peer.is_external:
-                external.add(peer)
-            else:
-                namespaces.setdefault(peer.namespace, set()).add(peer)
+    peers, labels, conns = connections.peers, connections.labels, _conns_text(connections)
+    used = sorted({i for s, d, _ in connections.rows() for i in (s, d)}, key=labels.__getitem__)
+    namespaces: dict[str, list[int]] = {}
+    for i in used:
+        if not peers[i].is_external:
+            namespaces.setdefault(peers[i].namespace, []).append(i)
     lines = ["digraph netfence {", "\tcompound=true; rankdir=LR; node [shape=ellipse];"]
-    for i, (namespace, peers) in enumerate(sorted(namespaces.items())):
-        lines.append(f"\tsubgraph cluster_{i} {{")
+    for k, (namespace, members) in enumerate(sorted(namespaces.items())):
+        lines.append(f"\tsubgraph cluster_{k} {{")
         lines.append(f"\t\tlabel={json.dumps(namespace)}; style=rounded;")
-        for peer in sorted(peers, key=str):
-            label = json.dumps(f"{peer.name}[{peer.kind}]")
-            lines.append(f"\t\t{_dot_id(peer)} [label={label}];")
+        for i in members:
+            label = json.dumps(f"{peers[i].name}[{peers[i].kind}]")
+            lines.append(f"\t\t{json.dumps(labels[i])} [label={label}];")
         lines.append("\t}")
-    for peer in sorted(external, key=str):
-        lines.append(f"\t{_dot_id(peer)} [shape=box, color=red2, fontcolor=red2];")
-    for c in connections:
-        lines.append(f"\t{_dot_id(c.src)} -> {_dot_id(c.dst)} [label={json.dumps(str(c.conns))}];")
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    for i in used:
+        if peers[i].is_external:
+            lines.append(f"\t{json.dumps(labels[i])} [shape=box, color=red2, fontcolor=red2];")
+    yield "\n".join(lines) + "\n"
+    yield from _lines(
+        connections,
+        lambda s, d, c: (
+            f"\t{json.dumps(labels[s])} -> {json.dumps(labels[d])} "
+            f"[label={json.dumps(conns(c))}];\n"
+        ),
+    )
+    yield "}\n"
 
 
-_RENDERERS = {
+_RENDERERS: dict[ListFormat, Callable[[ConnList], Iterator[str]]] = {
     ListFormat.txt: _txt,
     ListFormat.json: _json,
     ListFormat.csv: _csv,
