@@ -10,7 +10,8 @@ memory and the speed ratio.
 Answers are compared where both tools apply the same semantics: nca never matches pod
 addresses against ipBlocks, which Kubernetes leaves to the implementation and netfence does,
 so the comparison evaluates netfence with the pods' addresses removed (in-process, the same
-engine) and compares the workload-to-workload pairs. The timed run is the real cluster.
+engine) and compares the workload-to-workload pairs; and nca gets a copy of each cluster
+with one construct it mishandles rewritten to an equivalent one (see `nca_copy`).
 
     python benchmarks/run.py      # 500/100 ... 20,000/4,000 (nca needs ~10 min at 5,000)
     python benchmarks/run.py --sizes 500:100 --nca-timeout 60
@@ -26,12 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import generate  # noqa: E402  (benchmarks/ is not a package)
+import yaml  # noqa: E402  (benchmarks/ is not a package)
+
+import generate  # noqa: E402
 import nca  # noqa: E402
 from netfence.analysis.connlist import connectivity  # noqa: E402
 from netfence.cluster.state import ClusterState  # noqa: E402
@@ -58,6 +62,42 @@ def cluster_dir(out: Path, pods: int, policies: int, seed: int) -> Path:
         generate.write(cluster, target)
         generate.validate(target)
         stamp.write_text(f"seed {seed}\n")
+    return target
+
+
+def nca_copy(folder: Path) -> Path:
+    """The same cluster with `Exists` in peer podSelectors written as an equivalent `In`.
+
+    nca 2.1.0 mishandles `Exists` in a peer's podSelector next to a namespaceSelector (it
+    matches nothing; with the equivalent `In` list of the cluster's values it matches), so
+    it is given this copy: same pods, same meaning, and answers that can be compared.
+    """
+    target = folder.with_name(folder.name + "-nca")
+    if (target / ".complete").exists():
+        return target
+    target.mkdir(exist_ok=True)
+    values: dict[str, set[str]] = {}
+    for name in ("namespaces.yaml", "pods.yaml"):
+        (target / name).write_bytes((folder / name).read_bytes())
+    for pod in yaml.load_all((folder / "pods.yaml").read_text(), Loader=yaml.CSafeLoader):
+        for key, value in ((pod or {}).get("metadata", {}).get("labels") or {}).items():
+            values.setdefault(key, set()).add(value)
+    policies = [
+        p
+        for p in yaml.load_all((folder / "policies.yaml").read_text(), Loader=yaml.CSafeLoader)
+        if p
+    ]
+    for policy in policies:
+        rules = (policy["spec"].get("ingress") or []) + (policy["spec"].get("egress") or [])
+        for rule in rules:
+            for peer in (rule.get("from") or []) + (rule.get("to") or []):
+                for expr in (peer.get("podSelector") or {}).get("matchExpressions") or []:
+                    if expr["operator"] == "Exists":
+                        expr["operator"] = "In"
+                        expr["values"] = sorted(values.get(expr["key"], set())) or ["none"]
+    with open(target / "policies.yaml", "w") as out:
+        yaml.dump_all(policies, out, Dumper=yaml.CSafeDumper)
+    (target / ".complete").write_text("")
     return target
 
 
@@ -113,6 +153,34 @@ def _normalise(conns: str) -> str:
     return ";".join(f"{p}:{'all' if v == full else v}" for p, v in sorted(parts.items()))
 
 
+def merge_pairs(triples: Iterable[nca.Connection]) -> frozenset[nca.Connection]:
+    """One triple per pair: nca sometimes prints a pair on several lines (per protocol)."""
+    by_pair: dict[tuple[str, str], dict[str, list[tuple[int, int]] | None]] = {}
+    for src, dst, conns in triples:
+        protocols = by_pair.setdefault((src, dst), {})
+        if conns == "all":
+            for p in ("SCTP", "TCP", "UDP"):
+                protocols[p] = None
+            continue
+        for part in conns.split(";"):
+            protocol, _, ports = part.partition(":")
+            if ports == "all" or protocols.get(protocol, []) is None:
+                protocols[protocol] = None
+            else:
+                protocols.setdefault(protocol, []).extend(nca._parse_ports(ports))  # type: ignore[union-attr]
+    merged = set()
+    for (src, dst), protocols in by_pair.items():
+        if set(protocols) == {"SCTP", "TCP", "UDP"} and all(v is None for v in protocols.values()):
+            text = "all"
+        else:
+            text = ";".join(
+                f"{p}:{'all' if r is None else nca._format_ports(r)}"
+                for p, r in sorted(protocols.items())
+            )
+        merged.add((src, dst, text))
+    return frozenset(merged)
+
+
 def mb(n: int) -> str:
     return f"{n / 2**20:.0f} MB"
 
@@ -149,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             lines = sum(1 for line in out.open() if line.startswith('{"src"'))  # one per line
             theirs_text, rss_text, ratio, answers = "-", "-", "-", "-"
             if use_nca:
-                theirs = nca.run_nca(folder, args.nca_timeout)
+                theirs = nca.run_nca(nca_copy(folder), args.nca_timeout)
                 if theirs.connections is None:
                     timed_out = theirs.seconds >= args.nca_timeout
                     theirs_text = f">{theirs.seconds:.0f} s" if timed_out else "failed"
@@ -159,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                     ratio = f"{theirs.seconds / ours.seconds:.0f}x"
                     mine = workload_pairs_without_pod_ips(folder)
                     # normalised workloads are `ns/name`; address ranges never hold a `/`
-                    nca_pairs = frozenset(
+                    nca_pairs = merge_pairs(
                         c for c in theirs.connections if "/" in c[0] and "/" in c[1]
                     )
                     same = len(mine & nca_pairs)

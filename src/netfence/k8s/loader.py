@@ -167,6 +167,17 @@ def _load_documents(documents: Iterable[Any], file: str, result: Manifests) -> N
                 )
             )
             continue
+        if doc["kind"].endswith("List") and not isinstance(doc.get("items") or [], list):
+            result.problems.append(
+                Problem(
+                    "warning",
+                    f"`items` of a {doc['kind']} must be a list; skipped",
+                    file=file,
+                    path="items",
+                    code="not-an-object",
+                )
+            )
+            continue
         for raw in _flatten(doc):
             _load_object(raw, file, result)
 
@@ -183,7 +194,8 @@ def _flatten(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield doc
         return
     implied = kind[: -len("List")] or None
-    for item in doc.get("items") or []:
+    items = doc.get("items")
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
             continue
         if "kind" not in item and implied:

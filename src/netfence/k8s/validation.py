@@ -31,6 +31,8 @@ from netfence.problems import Problem
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 POLICY_TYPES = ("Ingress", "Egress")
 SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+INT32_MAX = 2**31 - 1
+MAX_PODS = 150_000  # Kubernetes' documented scalability limit for one cluster
 
 
 @dataclass
@@ -327,6 +329,16 @@ def _workload(report: _Report, workload: Workload) -> None:
     if replicas is not None and replicas < 0:
         report.error(
             "spec.replicas", f"{replicas} must be greater than or equal to 0", "invalid-replicas"
+        )
+    elif replicas is not None and replicas > INT32_MAX:
+        report.error("spec.replicas", f"{replicas} does not fit in an int32", "invalid-replicas")
+    elif replicas is not None and replicas > MAX_PODS:
+        # Not an API-server rule: netfence expands replicas into pods, and no cluster runs
+        # more than Kubernetes' supported maximum of pods.
+        report.error(
+            "spec.replicas",
+            f"{replicas} is more than the {MAX_PODS:,} pods Kubernetes supports in a cluster",
+            "invalid-replicas",
         )
     template = workload.spec.pod_template()
     if template is None:
