@@ -50,14 +50,23 @@ def test_corpus(group: str) -> None:
             pytest.fail(f"conformance corpus missing at {RUNNER}: CI must run it")
         pytest.skip(f"no conformance corpus at {RUNNER}")
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), "--group", group, "--jobs", str(os.cpu_count() or 1),
-         "--", *netfence_command()],
-        capture_output=True, text=True, timeout=1800, check=False,
+        [
+            sys.executable,
+            str(RUNNER),
+            "--group",
+            group,
+            "--jobs",
+            str(os.cpu_count() or 1),
+            "--",
+            *netfence_command(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
     )
     results = {
-        m.group(2): m.group(1)
-        for m in (LINE.match(line) for line in proc.stdout.splitlines())
-        if m
+        m.group(2): m.group(1) for m in (LINE.match(line) for line in proc.stdout.splitlines()) if m
     }
     assert results, f"the runner reported no case:\n{proc.stdout}\n{proc.stderr}"
     known = {case: why for case, why in disputes().items() if case.startswith(group + "/")}
