@@ -28,6 +28,7 @@ from netfence.analysis.explain import EndpointError, as_dict, explain, render_te
 from netfence.analysis.lint import lint
 from netfence.analysis.render import ListFormat, render_list
 from netfence.cluster.state import ClusterState
+from netfence.dataplane.compile import compile_node
 from netfence.k8s.loader import load_paths
 from netfence.policy.conns import parse_port
 from netfence.policy.engine import Engine
@@ -216,6 +217,27 @@ def diff_cmd(
     after = load_state([new])
     write(render_diff(diff(before, after, host_network.value), output))
     if before.errors or after.errors:
+        raise typer.Exit(1)
+
+
+@app.command("compile")
+def compile_cmd(
+    paths: Paths,
+    node: Annotated[
+        str, typer.Option("--node", help="The node whose pods (spec.nodeName) get rules.")
+    ],
+) -> None:
+    """The nftables ruleset netfence would load on one node, for inspection."""
+    state = load_state(paths)
+    local = [p for p in state.pods if p.node == node]
+    if not local:
+        stderr.print(
+            f"note: no pod has spec.nodeName {node!r}; the table holds only peers",
+            style="yellow",
+            markup=False,
+        )
+    write(compile_node(state, node))
+    if state.errors:
         raise typer.Exit(1)
 
 

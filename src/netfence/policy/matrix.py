@@ -137,8 +137,8 @@ class ClusterMatrix:
         policies = self.engine.policies
         self.blocks = _distinct_blocks(policies)
         self.classes, self.class_of, self._signatures = _classes(state, self.engine, self.blocks)
-        self.src_ranges = _ranges([*policies, *cut_with], "ingress")
-        self.dst_ranges = _ranges([*policies, *cut_with], "egress")
+        self.src_ranges = _ranges([*policies, *cut_with], "ingress", family)
+        self.dst_ranges = _ranges([*policies, *cut_with], "egress", family)
         self._index = _LabelIndex(self.classes, state, host_network)
         self._block_masks = self._make_block_masks()
         self._port_groups = _port_groups(self.classes)
@@ -305,11 +305,14 @@ def _distinct_blocks(policies: Sequence[CompiledPolicy]) -> dict[IPRanges, int]:
     return blocks
 
 
-def _ranges(policies: Sequence[CompiledPolicy], direction: Direction) -> list[Span]:
+def _ranges(
+    policies: Sequence[CompiledPolicy], direction: Direction, family: int | None
+) -> list[Span]:
     """External address ranges: each family's space cut at the direction's ipBlock edges.
 
-    IPv4 is always present (the whole space when no ipBlock is used); IPv6 only when some
-    ipBlock of this direction is IPv6, so IPv4-only clusters read as they always have.
+    For one family (the dataplane's view of a packet) the whole family's space. For both
+    (the analyzer's view), IPv4 always (the whole space when no ipBlock is used) and IPv6
+    only when some ipBlock of this direction is IPv6, as connectivity lists are written.
     """
     blocks = [
         peer.block
@@ -318,6 +321,8 @@ def _ranges(policies: Sequence[CompiledPolicy], direction: Direction) -> list[Sp
         for peer in rule.peers or ()
         if isinstance(peer, IPPeer)
     ]
+    if family is not None:
+        return cut(family, blocks)
     ranges = cut(4, blocks)
     if any(span[0] == 6 for block in blocks for span in block.spans):
         ranges += cut(6, blocks)
