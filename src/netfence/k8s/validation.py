@@ -213,8 +213,8 @@ def _peer(report: _Report, peer: NetworkPolicyPeer, path: str) -> None:
 
 
 def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
-    """A CIDR as the API server reads it: prefix required, host bits allowed."""
-    if "/" not in text:
+    """A CIDR as the API server reads it: prefix required, host bits allowed, no IPv6 zone."""
+    if "/" not in text or "%" in text:
         return None
     try:
         return ipaddress.ip_network(text.strip(), strict=False)
@@ -320,7 +320,10 @@ def _pod_ips(report: _Report, pod: Pod) -> None:
             continue
         try:
             ipaddress.ip_address(text)
+            valid = "%" not in text  # Python accepts IPv6 zone indexes, Kubernetes does not
         except ValueError:
+            valid = False
+        if not valid:
             report.error(path, f"{text!r} is not a valid IP address", "invalid-ip")
 
 

@@ -1,0 +1,116 @@
+"""Cutting existing connections that a change no longer allows.
+
+`ct state established` is accepted first, so a new table alone would let flows that were
+allowed before keep going forever. After a change, every conntrack entry of the node is
+checked against the new state and the revoked ones are deleted; with
+`nf_conntrack_tcp_loose=0` (set by `harden`) their next packets are `invalid`, not `new`,
+and the table drops them. This sweep is control plane: packets are still decided by the
+kernel alone. conntrack-tools is used rather than netlink by hand: it is Debian's standard
+tool for exactly this, and the sweep is not on a hot path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from netfence.cluster.state import ClusterState
+from netfence.policy.engine import Endpoint, Engine
+
+_ENTRY = re.compile(
+    r"^ipv(?P<family>[46])\s+\d+\s+(?P<proto>tcp|udp|sctp)\s+\d+\s.*?"
+    r"src=(?P<src>\S+) dst=(?P<dst>\S+) sport=\d+ dport=(?P<dport>\d+)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """The original direction of a tracked connection."""
+
+    family: int
+    protocol: str  # TCP, UDP, SCTP
+    src: str
+    dst: str
+    dport: int
+
+
+def _conntrack(netns: str | None, args: list[str]) -> subprocess.CompletedProcess[str]:
+    argv = (["ip", "netns", "exec", netns] if netns else []) + ["conntrack", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+
+
+def harden(netns: str | None) -> None:
+    """Mid-stream packets of unknown flows become `invalid` instead of starting a flow."""
+    argv = (["ip", "netns", "exec", netns] if netns else []) + [
+        "sysctl",
+        "-q",
+        "-w",
+        "net.netfilter.nf_conntrack_tcp_loose=0",
+    ]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def flows(netns: str | None) -> list[Flow]:
+    out = _conntrack(netns, ["-L", "-o", "extended"]).stdout
+    found = []
+    for line in out.splitlines():
+        m = _ENTRY.match(line)
+        if m:
+            found.append(
+                Flow(int(m["family"]), m["proto"].upper(), m["src"], m["dst"], int(m["dport"]))
+            )
+    return found
+
+
+def delete(netns: str | None, flow: Flow) -> None:
+    _conntrack(
+        netns,
+        [
+            "-D",
+            "-f",
+            f"ipv{flow.family}",
+            "-p",
+            flow.protocol.lower(),
+            "-s",
+            flow.src,
+            "-d",
+            flow.dst,
+            "--dport",
+            str(flow.dport),
+        ],
+    )
+
+
+def revoke(netns: str | None, allowed: Callable[[Flow], bool]) -> list[Flow]:
+    """Delete every tracked flow that `allowed` rejects; returns them."""
+    revoked = [f for f in flows(netns) if not allowed(f)]
+    for flow in revoked:
+        delete(netns, flow)
+    return revoked
+
+
+def policy_allows(
+    state: ClusterState, node_addresses: frozenset[str] = frozenset()
+) -> Callable[[Flow], bool]:
+    """The engine's verdict for a flow, addresses resolved to pods where they are pods.
+
+    Flows from the node's own addresses are always allowed, as the table never filters
+    them (kubelet probes).
+    """
+    engines = {f: Engine(state, family=f, host_network="node") for f in (4, 6)}
+
+    def endpoint(text: str) -> Endpoint:
+        ip = ipaddress.ip_address(text)
+        pods = [p for p in state.pods_by_ip.get(ip, []) if not p.host_network]
+        return pods[0] if pods else ip
+
+    def allowed(flow: Flow) -> bool:
+        if flow.src in node_addresses:
+            return True
+        src, dst = endpoint(flow.src), endpoint(flow.dst)
+        return engines[flow.family].verdict(src, dst).allows(flow.protocol, flow.dport)
+
+    return allowed
