@@ -99,6 +99,10 @@ class IPPeer:
     cidr: str
     excepts: tuple[str, ...] = ()
 
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.cidr else 4
+
     def __str__(self) -> str:
         return f"ipBlock {self.cidr}" + (
             f" except {', '.join(self.excepts)}" if self.excepts else ""

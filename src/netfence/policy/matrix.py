@@ -314,17 +314,18 @@ def _ranges(
     (the analyzer's view), IPv4 always (the whole space when no ipBlock is used) and IPv6
     only when some ipBlock of this direction is IPv6, as connectivity lists are written.
     """
-    blocks = [
-        peer.block
+    peers = [
+        peer
         for policy in policies
         for rule in policy.rules(direction)
         for peer in rule.peers or ()
         if isinstance(peer, IPPeer)
     ]
+    blocks = [peer.block for peer in peers]
     if family is not None:
         return cut(family, blocks)
     ranges = cut(4, blocks)
-    if any(span[0] == 6 for block in blocks for span in block.spans):
+    if any(peer.family == 6 for peer in peers):  # even if its excepts leave it empty
         ranges += cut(6, blocks)
     return ranges
 
