@@ -241,6 +241,12 @@ def compile_cmd(
         raise typer.Exit(1)
 
 
+# The lab's commands live with the lab (netfence.lab.commands); mounted here as `lab`.
+from netfence.lab.commands import lab_app  # noqa: E402
+
+app.add_typer(lab_app, name="lab")
+
+
 def main() -> None:
     try:
         app()

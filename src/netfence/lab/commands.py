@@ -1,0 +1,189 @@
+"""`netfence lab up | apply | probe | down`: the typer sub-app, mounted by `netfence.cli`.
+
+Kept here rather than in `cli.py` so the lab's wiring sits with the lab; like the main CLI
+it only loads, calls and renders. Errors are one line on stderr: exit 1 for a lab that
+cannot be built or reached (or a probe that disagrees with the engine), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from netfence.cluster.state import ClusterState
+from netfence.k8s.loader import load_paths
+from netfence.lab import netns
+from netfence.lab.compare import compare, mismatches, render_json, render_text
+from netfence.lab.probe import plan_probes, run_probes
+from netfence.lab.topology import LabError, external_spans, plan_lab
+from netfence.policy.ipranges import span_text
+
+lab_app = typer.Typer(
+    name="lab",
+    help="A cluster of network namespaces: build it from manifests, load the rulesets, "
+    "try every connection for real and compare with the engine. Needs root.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+Name = Annotated[str, typer.Option("--name", help="Lab name (a-z, 0-9).")]
+Manifests = Annotated[
+    list[Path], typer.Argument(help="Manifest files or folders.", show_default=False)
+]
+
+
+class Output(StrEnum):
+    txt = "txt"
+    json = "json"
+
+
+def _error(message: str, code: int = 1) -> typer.Exit:
+    stderr.print(f"error: {message}", style="red", markup=False)
+    return typer.Exit(code)
+
+
+def _note(message: str) -> None:
+    stderr.print(message, markup=False)
+
+
+def _load(paths: list[Path], quiet: bool = False) -> ClusterState:
+    state = ClusterState.build(load_paths(paths))
+    if not quiet:
+        for problem in state.problems:
+            style = "red" if problem.severity == "error" else "yellow"
+            stderr.print(str(problem), style=style, markup=False)
+    return state
+
+
+def _dataplane(enforce: bool) -> netns.Dataplane | None:
+    if not enforce:
+        return None
+    try:
+        return netns.load_dataplane()
+    except ImportError as exc:  # pragma: no cover - the dataplane ships with netfence
+        _note(f"warning: no dataplane ({exc}): the lab runs without policies")
+        return None
+
+
+def _info(name: str) -> dict[str, Any]:
+    try:
+        data = json.loads((netns.state_dir(name) / "lab.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@lab_app.command("up")
+def up_cmd(
+    paths: Manifests,
+    name: Name = "default",
+    nodes: Annotated[int, typer.Option("--nodes", help="Number of lab nodes.")] = 2,
+    enforce: Annotated[
+        bool,
+        typer.Option(
+            "--enforce/--no-enforce",
+            help="Load the nftables rulesets (--no-enforce: topology only, every probe "
+            "should pass).",
+        ),
+    ] = True,
+) -> None:
+    """Build a lab from manifests (replacing a lab of the same name) and load its rulesets."""
+    try:
+        netns.require_root()
+        state = _load(paths)
+        plan = plan_lab(state, name=name, nodes=nodes, external=external_spans(state))
+        timings: dict[str, float] = {}
+        dataplane = _dataplane(enforce)
+        with netns.locked(name):
+            netns.up(plan, state, paths, dataplane=dataplane, timings=timings)
+            netns.write_json(
+                netns.state_dir(name) / "lab.json",
+                {"enforced": dataplane is not None, "sources": [str(p) for p in paths]},
+            )
+    except LabError as exc:
+        raise _error(str(exc)) from None
+    own = sum(not p.host_network for p in plan.pods)
+    _note(
+        f"lab {name} up: {len(plan.nodes)} nodes, {len(plan.pods)} pods ({own} namespaces), "
+        f"{len(plan.outside.addresses)} outside addresses; "
+        + ("rulesets loaded" if dataplane is not None else "no rulesets (not enforcing)")
+        + " ("
+        + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
+        + ")"
+    )
+    for span, reason in plan.outside.skipped:
+        _note(f"note: external range {span_text(span)} not probed: {reason}")
+
+
+@lab_app.command("apply")
+def apply_cmd(paths: Manifests, name: Name = "default") -> None:
+    """Reload manifests into a running lab: pods added or removed, rulesets reloaded."""
+    try:
+        netns.require_root()
+        with netns.locked(name):
+            old = netns.load_plan(name)
+            state = _load(paths)
+            new = plan_lab(state, name=name, external=external_spans(state), previous=old)
+            enforce = bool(_info(name).get("enforced", True))
+            netns.update(old, new, state, paths, dataplane=_dataplane(enforce))
+            netns.write_json(
+                netns.state_dir(name) / "lab.json",
+                {"enforced": enforce, "sources": [str(p) for p in paths]},
+            )
+    except LabError as exc:
+        raise _error(str(exc)) from None
+    except Exception as exc:  # ApplyError and friends: the lab stays as it was loaded
+        raise _error(f"{type(exc).__name__}: {exc}") from None
+    added = {p.key for p in new.pods} - {p.key for p in old.pods}
+    removed = {p.key for p in old.pods} - {p.key for p in new.pods}
+    _note(f"lab {name}: {len(added)} pod(s) added, {len(removed)} removed, rulesets reloaded")
+
+
+@lab_app.command("probe")
+def probe_cmd(
+    name: Name = "default",
+    output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.txt,
+) -> None:
+    """Try every connection; print what got through, then where the engine disagrees."""
+    try:
+        netns.require_root()
+        with netns.locked(name):
+            plan = netns.load_plan(name)
+            state = _load([netns.manifests_dir(name)], quiet=True)
+            start = time.monotonic()
+            results = run_probes(plan_probes(plan))
+            seconds = time.monotonic() - start
+        comparisons = compare(plan, state, results)
+    except LabError as exc:
+        raise _error(str(exc)) from None
+    enforced = bool(_info(name).get("enforced", True))
+    if output == Output.json:
+        sys.stdout.write(render_json(comparisons, {"lab": name, "enforced": enforced}))
+    else:
+        sys.stdout.write(render_text(comparisons))
+    sys.stdout.flush()
+    _note(f"{len(results)} probes in {seconds:.2f} s")
+    if not enforced:
+        _note("note: this lab was built with --no-enforce: no policy is loaded")
+    if mismatches(comparisons):
+        raise typer.Exit(1)
+
+
+@lab_app.command("down")
+def down_cmd(name: Name = "default") -> None:
+    """Remove the lab: listeners, every nf-<name>-* namespace, its state."""
+    try:
+        netns.require_root()
+        with netns.locked(name):
+            removed = netns.down(name)
+    except LabError as exc:
+        raise _error(str(exc)) from None
+    _note(f"lab {name} down: {len(removed)} namespace(s) removed")
