@@ -249,7 +249,7 @@ def assert_canonical(conns: Conns) -> None:
 def parse_conns_text(text: str) -> tuple[dict[str, list[tuple[int, int]]], list[str]]:
     """`SCTP 1-3,TCP 80,8080-8090,UDP 53` -> ranges per protocol, protocols in order."""
     if text == "All Connections":
-        return {p: [(1, 65535)] for p in PROTOCOLS}, list(PROTOCOLS)
+        return {p: [(1, 65535)] for p in PROTOCOLS}, sorted(PROTOCOLS)
     if text == "No Connections":
         return {}, []
     result: dict[str, list[tuple[int, int]]] = {}

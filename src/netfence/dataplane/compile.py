@@ -190,6 +190,24 @@ def _map(name: str, key: str, value: str, items: list[str], interval: bool = Fal
     return f"\tmap {name} {{\n\t\ttype {key} : {value}\n{flags}{_elements(items)}\t}}\n"
 
 
+def _side_chain(
+    chain: str, ip: str, own: str, peer: str, own_map: str, ranges: str, pairs: str, f: int
+) -> str:
+    """One side's check: return when not isolated or allowed, drop otherwise."""
+    return f"""\tchain {chain} {{
+\t\tmeta mark set 0
+\t\tmeta mark set {ip} {own} map @{own_map}
+\t\tmeta mark 0 return
+\t\tct mark set 0
+\t\tct mark set {ip} {peer} map @pod_peer{f}
+\t\tct mark 0 ct mark set {ip} {peer} map @{ranges}
+\t\tmeta mark set meta mark . ct mark map @{pairs}
+\t\tmeta mark . meta l4proto . th dport @conn_ports meta mark set 0 return
+\t\tcounter drop
+\t}}
+"""
+
+
 def _render(rs: NodeRuleset) -> Iterator[str]:
     # Declaring then deleting the table inside one transaction replaces it atomically:
     # the kernel never runs with a partial table, and a failed load leaves the old one.
@@ -231,30 +249,14 @@ def _render(rs: NodeRuleset) -> Iterator[str]:
         f"\t\tflags interval\n{_elements(ports)}\t}}\n"
     )
     for f in FAMILIES:
-        ip = _IP[f]
-        yield f"""\tchain egress{f} {{
-\t\tmeta mark set 0
-\t\tmeta mark set {ip} saddr map @eg_src{f}
-\t\tmeta mark 0 return
-\t\tct mark set 0
-\t\tct mark set {ip} daddr map @pod_peer{f}
-\t\tct mark 0 ct mark set {ip} daddr map @eg_range{f}
-\t\tmeta mark set meta mark . ct mark map @eg_pairs{f}
-\t\tmeta mark . meta l4proto . th dport @conn_ports meta mark set 0 return
-\t\tcounter drop
-\t}}
-\tchain ingress{f} {{
-\t\tmeta mark set 0
-\t\tmeta mark set {ip} daddr map @in_dst{f}
-\t\tmeta mark 0 return
-\t\tct mark set 0
-\t\tct mark set {ip} saddr map @pod_peer{f}
-\t\tct mark 0 ct mark set {ip} saddr map @in_range{f}
-\t\tmeta mark set meta mark . ct mark map @in_pairs{f}
-\t\tmeta mark . meta l4proto . th dport @conn_ports meta mark set 0 return
-\t\tcounter drop
-\t}}
-"""
+        # egress: this node's isolated sources, peers looked up by destination; ingress:
+        # this node's isolated destinations, peers looked up by source.
+        yield _side_chain(
+            f"egress{f}", _IP[f], "saddr", "daddr", f"eg_src{f}", f"eg_range{f}", f"eg_pairs{f}", f
+        )
+        yield _side_chain(
+            f"ingress{f}", _IP[f], "daddr", "saddr", f"in_dst{f}", f"in_range{f}", f"in_pairs{f}", f
+        )
     yield f"""\tchain forward {{
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tct state established,related accept

@@ -164,20 +164,12 @@ def compile_policy(policy: Policy) -> CompiledPolicy:
     else:  # the API server's defaulting: Ingress always, Egress when egress rules exist
         ingress_isolation, egress_isolation = True, bool(spec.egress)
     ingress = tuple(
-        Rule(
-            _peers(rule.from_, policy.namespace),
-            _ports(rule.ports),
-            Provenance(key, "ingress", i),
-        )
-        for i, rule in enumerate(spec.ingress or ())
+        Rule(_peers(r.from_, policy.namespace), _ports(r.ports), Provenance(key, "ingress", i))
+        for i, r in enumerate(spec.ingress or ())
     )
     egress = tuple(
-        Rule(
-            _peers(rule.to, policy.namespace),
-            _ports(rule.ports),
-            Provenance(key, "egress", i),
-        )
-        for i, rule in enumerate(spec.egress or ())
+        Rule(_peers(r.to, policy.namespace), _ports(r.ports), Provenance(key, "egress", i))
+        for i, r in enumerate(spec.egress or ())
     )
     return CompiledPolicy(
         namespace=policy.namespace,

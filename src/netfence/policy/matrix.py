@@ -13,7 +13,7 @@ The naive pair-by-pair `Engine` is the reference; tests check this module agains
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -77,30 +77,29 @@ class ConnTable:
 
     def meet_arrays(self, a: IdArray, b: IdArray) -> IdArray:
         """Element-wise intersection of two id arrays of one shape."""
-        out = np.where(a == ALL_ID, b, a)
+        return self._elementwise(a, b, ALL_ID, NONE_ID, self.meet)
+
+    def union_arrays(self, a: IdArray, b: IdArray) -> IdArray:
+        """Element-wise union of two id arrays of one shape."""
+        return self._elementwise(a, b, NONE_ID, ALL_ID, self.union)
+
+    def _elementwise(
+        self, a: IdArray, b: IdArray, identity: int, absorbing: int, op: Callable[[int, int], int]
+    ) -> IdArray:
+        """`op` on each pair of cells, computed once per distinct pair of ids."""
+        out = np.where(a == identity, b, a)
         mixed = (a != b) & (a != ALL_ID) & (b != ALL_ID) & (a != NONE_ID) & (b != NONE_ID)
         if mixed.any():
             pairs = np.stack([a[mixed], b[mixed]], axis=1)
             uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-            met = np.array([self.meet(int(x), int(y)) for x, y in uniq], dtype=np.int32)
-            out[mixed] = met[inverse.reshape(-1)]
-        out[(a == NONE_ID) | (b == NONE_ID)] = NONE_ID
+            done = np.array([op(int(x), int(y)) for x, y in uniq], dtype=np.int32)
+            out[mixed] = done[inverse.reshape(-1)]
+        out[(a == absorbing) | (b == absorbing)] = absorbing
         return out
 
-    def union_arrays(self, a: IdArray, b: IdArray) -> IdArray:
-        out = np.where(a == NONE_ID, b, a)
-        mixed = (a != b) & (a != NONE_ID) & (b != NONE_ID) & (a != ALL_ID) & (b != ALL_ID)
-        if mixed.any():
-            pairs = np.stack([a[mixed], b[mixed]], axis=1)
-            uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-            joined = np.array([self.union(int(x), int(y)) for x, y in uniq], dtype=np.int32)
-            out[mixed] = joined[inverse.reshape(-1)]
-        out[(a == ALL_ID) | (b == ALL_ID)] = ALL_ID
-        return out
-
-    def _apply(self, ids: IdArray, fn: object) -> IdArray:
+    def _apply(self, ids: IdArray, fn: Callable[[int], int]) -> IdArray:
         uniq, inverse = np.unique(ids, return_inverse=True)
-        mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)  # type: ignore[operator]
+        mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)
         return mapped[inverse.reshape(ids.shape)]
 
 
