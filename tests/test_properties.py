@@ -113,14 +113,14 @@ def requirements(draw: st.DrawFn, *, operators: st.SearchStrategy[str] | None = 
 
 
 @st.composite
-def selectors(draw: st.DrawFn, *, often_empty: bool = False) -> dict:
+def selectors(draw: st.DrawFn, *, empty_weight: int = 1) -> dict:
     """A valid LabelSelector as written in a manifest ({} selects everything).
 
     Mostly one or two requirements: empty selectors are drawn too, but selectors that tell
     pods apart are what make verdicts differ between pods.
     """
     shapes = ["labels", "empty", "expressions", "both"]
-    shape = draw(st.sampled_from(shapes + ["empty"] * 3 if often_empty else shapes))
+    shape = draw(st.sampled_from(shapes + ["empty"] * (empty_weight - 1)))
     sel: dict[str, Any] = {}
     empty_forms = st.sampled_from([ABSENT, None])
     if shape in ("labels", "both"):
@@ -467,6 +467,11 @@ POLICY_TYPES: list[Any] = [
     ["Ingress", "Egress"],
     ["Egress", "Ingress"],
     ["Ingress", "Ingress"],
+    # Egress-only policies more often: ingress isolation would otherwise mask most egress
+    # decisions (a verdict is egress & ingress).
+    ["Egress"],
+    ["Egress"],
+    ["Egress"],
 ]
 WORKLOAD_KINDS = ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"]
 
@@ -552,7 +557,8 @@ def peers(draw: st.DrawFn) -> dict[str, Any]:
         return {"ipBlock": draw(ip_blocks())}
     peer: dict[str, Any] = {}
     if shape in ("pods", "both"):
-        peer["podSelector"] = draw(selectors())
+        # `podSelector: {}` alone (every pod of the policy's namespace) is the common case.
+        peer["podSelector"] = draw(selectors(empty_weight=2))
     if shape in ("namespaces", "both"):
         peer["namespaceSelector"] = draw(selectors())
     return peer
@@ -594,7 +600,7 @@ def policies(draw: st.DrawFn, namespaces: list[str], name: str) -> dict[str, Any
     meta: dict[str, Any] = {"name": name}
     if namespace != "default" or draw(st.booleans()):
         meta["namespace"] = namespace
-    spec: dict[str, Any] = {"podSelector": draw(selectors(often_empty=True))}
+    spec: dict[str, Any] = {"podSelector": draw(selectors(empty_weight=4))}
     _put(spec, "policyTypes", draw(st.sampled_from(POLICY_TYPES)))
     _put(
         spec,
@@ -647,7 +653,8 @@ def pod_ips(draw: st.DrawFn, host_network: bool) -> tuple[dict[str, Any], list[I
 
 @st.composite
 def clusters(draw: st.DrawFn) -> GenCluster:
-    chosen = draw(st.lists(st.sampled_from(NAMESPACES), min_size=1, max_size=3, unique=True))
+    count = draw(st.sampled_from([2, 1, 3]))
+    chosen = draw(st.permutations(NAMESPACES))[:count]
     docs: list[dict[str, Any]] = []
     effective: dict[str, dict[str, str]] = {}
     for name in chosen:

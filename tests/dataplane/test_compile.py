@@ -9,7 +9,7 @@ import ipaddress
 import pytest
 
 from netfence.cluster.state import ClusterState, Pod
-from netfence.dataplane.compile import CONN_TAG, NodeRuleset, build_ruleset
+from netfence.dataplane.compile import CONN_TAG, NodeRuleset, SideTables, build_ruleset
 from netfence.policy.engine import Engine
 from tests.conftest import build
 
@@ -28,20 +28,18 @@ def simulate(rs: NodeRuleset, family: int, src: str, dst: str, proto: str, port:
     """What the forward chain decides for a new connection (see dataplane/compile.py)."""
     t = rs.families[family]
 
-    def side(own: dict[str, int], own_ip: str, peer_ip: str, ranges, pairs) -> bool:
-        mark = own.get(own_ip, 0)
+    def side(tables: SideTables, own_ip: str, peer_ip: str) -> bool:
+        mark = tables.own.get(own_ip, 0)
         if mark == 0:
             return True  # not isolated on this node: this side allows
-        ct = t.pod_peer.get(peer_ip, 0) or _lookup_range(ranges, peer_ip)
-        mark = pairs.get((mark, ct), mark)
+        ct = tables.peer.get(peer_ip, 0) or _lookup_range(tables.ranges, peer_ip)
+        mark = tables.pairs.get((mark, ct), mark)
         return any(
             tag == mark and p == PROTO[proto] and lo <= port <= hi
             for tag, p, lo, hi in rs.conn_ports
         )
 
-    return side(t.eg_src, src, dst, t.eg_range, t.eg_pairs) and side(
-        t.in_dst, dst, src, t.in_range, t.in_pairs
-    )
+    return side(t.egress, src, dst) and side(t.ingress, dst, src)
 
 
 def _place(state: ClusterState, nodes: int = 2) -> ClusterState:
@@ -192,5 +190,4 @@ def test_identifiers_are_derived_never_copied() -> None:
 def test_unisolated_pods_are_not_in_the_maps(family: int) -> None:
     state = _place(build("", model=True))
     rs = build_ruleset(state, "n0")
-    assert rs.families[family].eg_src == {} and rs.families[family].in_dst == {}
-    assert len(rs.families[family].pod_peer) == 9
+    assert rs.element_count == 0  # nothing isolated: no lookup ever needs an element

@@ -5,17 +5,19 @@ loading must stay fast at tens of thousands of pods (10,000 linear rules cut the
 connection rate about 5x; per-pod named sets load quadratically). So a new connection is
 decided by a fixed handful of hash/interval lookups, whatever the cluster:
 
-1. `eg_src4`: source address -> its class id, only for this node's egress-isolated pods
-   (a miss means "not isolated here": the egress side allows);
-2. `pod_peer4` / `eg_range4`: destination address -> peer id: a pod's class id, or the id
+1. `eg_src4`: source address -> row id, only for this node's egress-isolated pods (a miss
+   means "not isolated here": the egress side allows);
+2. `eg_peer4` / `eg_range4`: destination address -> column id: that of the pod's class, or
    of the external range (cut at ipBlock edges) holding the address;
-3. `eg_pairs4`: (source class . destination peer) -> connection id, the whole-cluster class
-   matrix (`policy.matrix`) restricted to this node's isolated sources;
+3. `eg_pairs4`: (row . column) -> connection id: the whole-cluster class matrix
+   (`policy.matrix`) restricted to this node's isolated sources;
 4. `conn_ports`: (connection id . protocol . port range), an interval set.
-The ingress side mirrors it for this node's ingress-isolated destinations. Ids live in
-disjoint ranges (classes from 1, ranges from RANGE_BASE, connections tagged with
-CONN_TAG) so a missed lookup can never be mistaken for an allowance. Everything in the
-script is derived: numbers and validated addresses, never a name or label.
+The ingress side mirrors it for this node's ingress-isolated destinations. Rows and
+columns are grouped per node: classes or peers that this node's policies treat alike share
+an id, so the pair map grows with what the node's policies distinguish, not with classes
+squared. Row and column ids count from 1 (0 is "no entry") and connection ids carry the top
+bit, so a missed lookup can never be mistaken for an allowance. Everything in the script
+is derived: numbers and validated addresses, never a name or label.
 
 Hook: pods hang off a Linux bridge in the node's namespace. With
 `net.bridge.bridge-nf-call-ip(6)tables=1` bridged pod-to-pod traffic of one node passes the
@@ -41,10 +43,10 @@ import numpy as np
 from netfence.cluster.state import ClusterState, Pod
 from netfence.policy.conns import Conns
 from netfence.policy.ipranges import FAMILY_MAX
+from netfence.policy.ir import Direction
 from netfence.policy.matrix import NONE_ID, ClusterMatrix
 
 TABLE = "netfence"
-RANGE_BASE = 0x0010_0000  # external range ids; pod class ids stay below
 CONN_TAG = 0x8000_0000  # connection ids carry the top bit
 FAMILIES = (4, 6)
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
@@ -54,16 +56,25 @@ ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-route
 
 
 @dataclass
+class SideTables:
+    """One direction's map elements: own (local isolated pod -> row), peer (pod -> column),
+    ranges (external range -> column) and pairs ((row, column) -> connection tag)."""
+
+    own: dict[str, int] = field(default_factory=dict)
+    peer: dict[str, int] = field(default_factory=dict)
+    ranges: list[tuple[str, str, int]] = field(default_factory=list)
+    pairs: dict[tuple[int, int], int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.own) + len(self.peer) + len(self.ranges) + len(self.pairs)
+
+
+@dataclass
 class FamilyTables:
     """The elements of one IP family's maps for one node."""
 
-    eg_src: dict[str, int] = field(default_factory=dict)
-    in_dst: dict[str, int] = field(default_factory=dict)
-    pod_peer: dict[str, int] = field(default_factory=dict)
-    eg_range: list[tuple[str, str, int]] = field(default_factory=list)
-    in_range: list[tuple[str, str, int]] = field(default_factory=list)
-    eg_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
-    in_pairs: dict[tuple[int, int], int] = field(default_factory=dict)
+    egress: SideTables = field(default_factory=SideTables)
+    ingress: SideTables = field(default_factory=SideTables)
 
 
 @dataclass
@@ -81,8 +92,7 @@ class NodeRuleset:
     def element_count(self) -> int:
         count = len(self.conn_ports)
         for t in self.families.values():
-            count += len(t.eg_src) + len(t.in_dst) + len(t.pod_peer) + len(t.eg_range)
-            count += len(t.in_range) + len(t.eg_pairs) + len(t.in_pairs)
+            count += len(t.egress) + len(t.ingress)
         return count
 
 
@@ -120,30 +130,43 @@ def build_ruleset(state: ClusterState, node: str) -> NodeRuleset:
 
 def _family(state: ClusterState, node: str, family: int, conn_ids: _ConnIds) -> FamilyTables:
     matrix = ClusterMatrix(state, family=family, host_network="node")
+    pods = [
+        (str(_ip(p, family)), matrix.class_of[id(p)], p)
+        for p in _addressed_pods(state.pods, family)
+    ]
+    pods = list({ip: (ip, cls, pod) for ip, cls, pod in reversed(pods)}.values())  # first wins
     tables = FamilyTables()
-    n = matrix.size
-    local_eg: set[int] = set()
-    local_in: set[int] = set()
-    for pod in _addressed_pods(state.pods, family):
-        cls = matrix.class_of[id(pod)]
-        ip = str(_ip(pod, family))
-        tables.pod_peer.setdefault(ip, cls + 1)
-        if pod.node != node:
-            continue
-        if matrix.isolated["egress"][cls]:
-            tables.eg_src[ip] = cls + 1
-            local_eg.add(cls)
-        if matrix.isolated["ingress"][cls]:
-            tables.in_dst[ip] = cls + 1
-            local_in.add(cls)
-    tables.eg_range = [
-        _range_element(span, RANGE_BASE + j) for j, span in enumerate(matrix.dst_ranges)
-    ]
-    tables.in_range = [
-        _range_element(span, RANGE_BASE + j) for j, span in enumerate(matrix.src_ranges)
-    ]
-    tables.eg_pairs = _pairs(matrix, matrix.egress, sorted(local_eg), n, conn_ids)
-    tables.in_pairs = _pairs(matrix, matrix.ingress, sorted(local_in), n, conn_ids)
+    directions: tuple[Direction, ...] = ("egress", "ingress")
+    for direction in directions:
+        side = getattr(tables, direction)
+        ids = matrix.egress if direction == "egress" else matrix.ingress
+        ranges = matrix.dst_ranges if direction == "egress" else matrix.src_ranges
+        local = [
+            (ip, cls)
+            for ip, cls, pod in pods
+            if pod.node == node and matrix.isolated[direction][cls]
+        ]
+        if not local:
+            continue  # nothing isolated here: the chain returns before any other lookup
+        rows = sorted({cls for _, cls in local})
+        # Peers (columns) this node's isolated classes all treat alike get one id, and so do
+        # local classes (rows) that treat every peer alike: the pair map is as small as the
+        # node's policies make it, not classes x classes.
+        sub = ids[rows, :]
+        columns, column_group = np.unique(sub.T, axis=0, return_inverse=True)
+        row_kinds, row_group = np.unique(columns.T, axis=0, return_inverse=True)
+        column_group, row_group = column_group.reshape(-1), row_group.reshape(-1)
+        position = {cls: i for i, cls in enumerate(rows)}
+        side.own.update({ip: int(row_group[position[cls]]) + 1 for ip, cls in local})
+        side.peer.update({ip: int(column_group[cls]) + 1 for ip, cls, _ in pods})
+        n = matrix.size
+        side.ranges.extend(
+            _range_element(span, int(column_group[n + j]) + 1) for j, span in enumerate(ranges)
+        )
+        for a, kind in enumerate(row_kinds.tolist()):
+            for c, conn in enumerate(kind):
+                if conn != NONE_ID:
+                    side.pairs[(a + 1, c + 1)] = conn_ids.tag(matrix.conns(conn))
     return tables
 
 
@@ -165,19 +188,6 @@ def _range_element(span: tuple[int, int, int], peer_id: int) -> tuple[str, str, 
     return (str(make(lo)), str(make(hi)), peer_id)
 
 
-def _pairs(
-    matrix: ClusterMatrix, ids: np.ndarray, rows: list[int], n: int, conn_ids: _ConnIds
-) -> dict[tuple[int, int], int]:
-    """(row class id . peer id) -> connection tag for every allowed cell of the rows."""
-    pairs: dict[tuple[int, int], int] = {}
-    for row in rows:
-        cols = np.nonzero(ids[row] != NONE_ID)[0]
-        for col, conn in zip(cols.tolist(), ids[row, cols].tolist(), strict=True):
-            peer = col + 1 if col < n else RANGE_BASE + (col - n)
-            pairs[(row + 1, peer)] = conn_ids.tag(matrix.conns(conn))
-    return pairs
-
-
 # -- rendering ----------------------------------------------------------------------------
 
 
@@ -190,18 +200,17 @@ def _map(name: str, key: str, value: str, items: list[str], interval: bool = Fal
     return f"\tmap {name} {{\n\t\ttype {key} : {value}\n{flags}{_elements(items)}\t}}\n"
 
 
-def _side_chain(
-    chain: str, ip: str, own: str, peer: str, own_map: str, ranges: str, pairs: str, f: int
-) -> str:
+def _side_chain(chain: str, f: int, own: str, peer: str, prefix: str, own_map: str) -> str:
     """One side's check: return when not isolated or allowed, drop otherwise."""
-    return f"""\tchain {chain} {{
+    ip = _IP[f]
+    return f"""\tchain {chain}{f} {{
 \t\tmeta mark set 0
 \t\tmeta mark set {ip} {own} map @{own_map}
 \t\tmeta mark 0 return
 \t\tct mark set 0
-\t\tct mark set {ip} {peer} map @pod_peer{f}
-\t\tct mark 0 ct mark set {ip} {peer} map @{ranges}
-\t\tmeta mark set meta mark . ct mark map @{pairs}
+\t\tct mark set {ip} {peer} map @{prefix}_peer{f}
+\t\tct mark 0 ct mark set {ip} {peer} map @{prefix}_range{f}
+\t\tmeta mark set meta mark . ct mark map @{prefix}_pairs{f}
 \t\tmeta mark . meta l4proto . th dport @conn_ports meta mark set 0 return
 \t\tcounter drop
 \t}}
@@ -214,35 +223,26 @@ def _render(rs: NodeRuleset) -> Iterator[str]:
     yield f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n"
     for f, t in rs.families.items():
         addr = _ADDR_TYPE[f]
-        yield _map(f"eg_src{f}", addr, "mark", [f"{ip} : {c}" for ip, c in t.eg_src.items()])
-        yield _map(f"in_dst{f}", addr, "mark", [f"{ip} : {c}" for ip, c in t.in_dst.items()])
-        yield _map(f"pod_peer{f}", addr, "mark", [f"{ip} : {c}" for ip, c in t.pod_peer.items()])
-        yield _map(
-            f"eg_range{f}",
-            addr,
-            "mark",
-            [f"{lo}-{hi} : {p}" for lo, hi, p in t.eg_range],
-            interval=True,
-        )
-        yield _map(
-            f"in_range{f}",
-            addr,
-            "mark",
-            [f"{lo}-{hi} : {p}" for lo, hi, p in t.in_range],
-            interval=True,
-        )
-        yield _map(
-            f"eg_pairs{f}",
-            "mark . mark",
-            "mark",
-            [f"{a} . {b} : {c:#x}" for (a, b), c in t.eg_pairs.items()],
-        )
-        yield _map(
-            f"in_pairs{f}",
-            "mark . mark",
-            "mark",
-            [f"{a} . {b} : {c:#x}" for (a, b), c in t.in_pairs.items()],
-        )
+        for prefix, own, side in (("eg", "src", t.egress), ("in", "dst", t.ingress)):
+            yield _map(
+                f"{prefix}_{own}{f}", addr, "mark", [f"{ip} : {c}" for ip, c in side.own.items()]
+            )
+            yield _map(
+                f"{prefix}_peer{f}", addr, "mark", [f"{ip} : {c}" for ip, c in side.peer.items()]
+            )
+            yield _map(
+                f"{prefix}_range{f}",
+                addr,
+                "mark",
+                [f"{lo}-{hi} : {p}" for lo, hi, p in side.ranges],
+                interval=True,
+            )
+            yield _map(
+                f"{prefix}_pairs{f}",
+                "mark . mark",
+                "mark",
+                [f"{a} . {b} : {c:#x}" for (a, b), c in side.pairs.items()],
+            )
     ports = [f"{tag:#x} . {proto} . {lo}-{hi}" for tag, proto, lo, hi in rs.conn_ports]
     yield (
         "\tset conn_ports {\n\t\ttype mark . inet_proto . inet_service\n"
@@ -251,12 +251,8 @@ def _render(rs: NodeRuleset) -> Iterator[str]:
     for f in FAMILIES:
         # egress: this node's isolated sources, peers looked up by destination; ingress:
         # this node's isolated destinations, peers looked up by source.
-        yield _side_chain(
-            f"egress{f}", _IP[f], "saddr", "daddr", f"eg_src{f}", f"eg_range{f}", f"eg_pairs{f}", f
-        )
-        yield _side_chain(
-            f"ingress{f}", _IP[f], "daddr", "saddr", f"in_dst{f}", f"in_range{f}", f"in_pairs{f}", f
-        )
+        yield _side_chain("egress", f, "saddr", "daddr", "eg", f"eg_src{f}")
+        yield _side_chain("ingress", f, "daddr", "saddr", "in", f"in_dst{f}")
     yield f"""\tchain forward {{
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tct state established,related accept
