@@ -602,3 +602,19 @@ def test_invalid_objects_are_left_out_and_the_others_stay() -> None:
 
 def test_valid_model_gives_no_problem() -> None:
     assert ClusterState.build(load_text(model_yaml(), "model.yaml")).problems == []
+
+
+def test_pods_sharing_an_address_are_reported_with_file_and_both_pods() -> None:
+    text = (
+        "kind: Pod\nmetadata: {name: a, namespace: x}\nstatus: {podIP: 10.0.0.1}\n---\n"
+        "kind: Pod\nmetadata: {name: b, namespace: x}\nstatus: {podIPs: [{ip: 10.0.0.1}]}\n---\n"
+        "kind: Pod\nmetadata: {name: h, namespace: x}\nspec: {hostNetwork: true}\n"
+        "status: {podIP: 10.0.0.1}\n"
+    )
+    state = ClusterState.build(load_text(text, "pods.yaml"))
+    shared = [p for p in state.problems if p.code == "shared-address"]
+    assert [(p.severity, p.file, p.obj, p.path) for p in shared] == [
+        ("warning", "pods.yaml", "Pod x/b", "status.podIPs")
+    ]
+    assert "x/a" in shared[0].message
+    assert len(state.pods) == 3  # a warning: nothing is left out

@@ -58,6 +58,7 @@ class Pod:
     node: str | None = None
     host_network: bool = False
     phase: str | None = None
+    file: str = ""  # where it was declared, for messages
 
     @property
     def key(self) -> str:
@@ -98,7 +99,9 @@ class ClusterState:
         duplicates, rejected = duplicate_names(valid)
         problems.extend(duplicates)
         valid = [item for item in valid if id(item) not in rejected]
-        return cls.from_objects((item.obj for item in valid), problems, files=valid)
+        state = cls.from_objects((item.obj for item in valid), problems, files=valid)
+        state.problems.extend(_shared_addresses(state.pods))
+        return state
 
     @classmethod
     def from_objects(
@@ -122,9 +125,9 @@ class ClusterState:
                     Policy(namespace, obj.metadata.name or "", obj.spec, origin.get(id(obj), ""))
                 )
             elif isinstance(obj, models.Pod):
-                state.pods.append(_pod_record(obj, namespace))
+                state.pods.append(_pod_record(obj, namespace, origin.get(id(obj), "")))
             elif isinstance(obj, models.Workload):
-                state.pods.extend(_workload_pods(obj, namespace))
+                state.pods.extend(_workload_pods(obj, namespace, origin.get(id(obj), "")))
         for name in [*declared, *used]:
             if name not in state.namespaces:
                 # The API server sets this label to the name, whatever the manifest says.
@@ -171,6 +174,31 @@ class ClusterState:
         )
 
 
+def _shared_addresses(pods: list[Pod]) -> list[Problem]:
+    """Two pods with one address cannot both be told apart by it: the dataplane keeps the
+    first, and ipBlocks match both. The API server allows it, so it is a warning."""
+    first: dict[IPAddress, Pod] = {}
+    problems = []
+    for pod in pods:
+        if pod.host_network:
+            continue  # hostNetwork pods share their node's address by design
+        for ip in pod.ips:
+            owner = first.setdefault(ip, pod)
+            if owner is not pod:
+                problems.append(
+                    Problem(
+                        "warning",
+                        f"address {ip} is also the address of pod {owner.key}; "
+                        "enforcement keeps the first pod for it",
+                        file=pod.file,
+                        obj=f"Pod {pod.key}",
+                        path="status.podIPs",
+                        code="shared-address",
+                    )
+                )
+    return problems
+
+
 def _container_ports(spec: models.PodSpec) -> tuple[ContainerPort, ...]:
     ports = []
     for container in [*spec.containers, *spec.init_containers]:
@@ -187,7 +215,7 @@ def _owner(meta: models.ObjectMeta) -> Owner:
     return Owner("Pod", meta.name or "")
 
 
-def _pod_record(pod: models.Pod, namespace: str) -> Pod:
+def _pod_record(pod: models.Pod, namespace: str, file: str) -> Pod:
     texts = [pod.status.pod_ip] + [entry.ip for entry in pod.status.pod_ips]
     ips = tuple(dict.fromkeys(ipaddress.ip_address(t) for t in texts if t))
     return Pod(
@@ -200,10 +228,11 @@ def _pod_record(pod: models.Pod, namespace: str) -> Pod:
         node=pod.spec.node_name,
         host_network=pod.spec.host_network,
         phase=pod.status.phase,
+        file=file,
     )
 
 
-def _workload_pods(workload: models.Workload, namespace: str) -> list[Pod]:
+def _workload_pods(workload: models.Workload, namespace: str, file: str) -> list[Pod]:
     """A workload's template stands in for its pods: one per replica (DaemonSet: one)."""
     template = workload.spec.pod_template()
     if template is None:
@@ -222,6 +251,7 @@ def _workload_pods(workload: models.Workload, namespace: str) -> list[Pod]:
             ports=ports,
             owner=owner,
             host_network=template.spec.host_network,
+            file=file,
         )
         for i in range(replicas)
     ]
