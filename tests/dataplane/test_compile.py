@@ -9,37 +9,39 @@ import ipaddress
 import pytest
 
 from netfence.cluster.state import ClusterState, Pod
-from netfence.dataplane.compile import CONN_TAG, NodeRuleset, SideTables, build_ruleset
+from netfence.dataplane.compile import render_table
+from netfence.dataplane.program import CONN_TAG, NodeProgram, Side
 from netfence.policy.engine import Engine
 from tests.conftest import build
 
-PROTO = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
 
-
-def _lookup_range(ranges: list[tuple[str, str, int]], ip: str) -> int:
+def _lookup_range(side: Side, ip: str) -> int:
     value = ipaddress.ip_address(ip)
-    for lo, hi, peer in ranges:
+    for (lo, hi), column in side.ranges.data.items():
         if ipaddress.ip_address(lo) <= value <= ipaddress.ip_address(hi):
-            return peer
+            return int(column)
     return 0
 
 
-def simulate(rs: NodeRuleset, family: int, src: str, dst: str, proto: str, port: int) -> bool:
+def simulate(program: NodeProgram, family: int, src: str, dst: str, proto: str, port: int) -> bool:
     """What the forward chain decides for a new connection (see dataplane/compile.py)."""
-    t = rs.families[family]
 
-    def side(tables: SideTables, own_ip: str, peer_ip: str) -> bool:
-        mark = tables.own.get(own_ip, 0)
+    def side(tables: Side, own_ip: str, peer_ip: str) -> bool:
+        mark = tables.own.data.get(ipaddress.ip_address(own_ip), 0)
         if mark == 0:
             return True  # not isolated on this node: this side allows
-        ct = tables.peer.get(peer_ip, 0) or _lookup_range(tables.ranges, peer_ip)
-        mark = tables.pairs.get((mark, ct), mark)
+        ct = tables.peer.data.get(ipaddress.ip_address(peer_ip), 0) or _lookup_range(
+            tables, peer_ip
+        )
+        mark = tables.pairs.data.get((mark, ct), mark)
         return any(
-            tag == mark and p == PROTO[proto] and lo <= port <= hi
-            for tag, p, lo, hi in rs.conn_ports
+            tag == mark and p == proto and lo <= port <= hi
+            for tag, p, lo, hi in program.conn_ports.data
         )
 
-    return side(t.egress, src, dst) and side(t.ingress, dst, src)
+    return side(program.sides[(family, "egress")], src, dst) and side(
+        program.sides[(family, "ingress")], dst, src
+    )
 
 
 def _place(state: ClusterState, nodes: int = 2) -> ClusterState:
@@ -61,10 +63,15 @@ def _ip(pod: Pod, family: int) -> str:
     return str(next(ip for ip in pod.ips if ip.version == family))
 
 
-def assert_matches_engine(state: ClusterState, outside: dict[int, list[str]]) -> None:
+def assert_matches_engine(
+    state: ClusterState,
+    outside: dict[int, list[str]],
+    programs: dict[str | None, NodeProgram] | None = None,
+) -> None:
     """Every pod pair and every pod<->outside address, each port, both families: the
-    table of the node that sees the packet must agree with the engine."""
-    rulesets = {node: build_ruleset(state, node) for node in {p.node for p in state.pods}}
+    table of the node that sees the packet (built afresh unless given) must agree with
+    the engine."""
+    rulesets = programs or {node: NodeProgram(state, node) for node in {p.node for p in state.pods}}
     for family in (4, 6):
         engine = Engine(state, family=family, host_network="node")
         pods = [p for p in state.pods if not p.host_network]
@@ -173,7 +180,7 @@ def test_identifiers_are_derived_never_copied() -> None:
             """
         )
     )
-    script = build_ruleset(state, "n0").render()
+    script = render_table(NodeProgram(state, "n0"))
     for word in ("evil", "table.inet.filter", "counter-drop", "jump ", "ruleset", "accept: "):
         if word == "jump ":
             assert all(
@@ -183,11 +190,13 @@ def test_identifiers_are_derived_never_copied() -> None:
             )
             continue
         assert word not in script
-    assert f"{CONN_TAG | 1:#x}" in script
+    program = NodeProgram(state, "n0")
+    (tag,) = {t for t, *_ in program.conn_ports.data}
+    assert tag & CONN_TAG and f"{tag:#x} . tcp . 80-80" in script  # the named port, resolved
 
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_unisolated_pods_are_not_in_the_maps(family: int) -> None:
     state = _place(build("", model=True))
-    rs = build_ruleset(state, "n0")
-    assert rs.element_count == 0  # nothing isolated: no lookup ever needs an element
+    program = NodeProgram(state, "n0")
+    assert program.element_count == 0  # nothing isolated: no lookup ever needs an element

@@ -26,7 +26,7 @@ from netfence.lab import listeners, netns
 from netfence.lab.compare import compare, mismatches
 from netfence.lab.probe import ProbeResult, plan_probes, run_probes
 from netfence.lab.signals import Interrupted
-from netfence.lab.topology import LabPlan, external_spans, plan_lab
+from netfence.lab.topology import LabPlan, NodePlan, external_spans, plan_lab
 from tests.lab.conftest import leftovers
 from tests.lab.manifests import CLUSTER, POLICIES, write
 
@@ -124,27 +124,25 @@ def test_signal_while_starting_listeners_leaves_nothing(
 
 class RecordingDataplane:
     def __init__(self, fail: bool = False) -> None:
-        self.calls: list[tuple[str, str, ClusterState]] = []
+        self.calls: list[tuple[str, NodePlan, ClusterState, ClusterState | None]] = []
         self.fail = fail
 
-    def compile_node(self, state: ClusterState, node: str) -> str:
-        self.calls.append(("compile", node, state))
-        return f"# {node}"
-
-    def apply_ruleset(self, netns_name: str, script: str) -> None:
+    def enforce(
+        self, netns: str, node: NodePlan, state: ClusterState, previous: ClusterState | None
+    ) -> str:
         if self.fail:
             raise RuntimeError("nft said no")
-        self.calls.append(("apply", netns_name, ClusterState()))
+        self.calls.append((netns, node, state, previous))
+        return "table"
 
 
 def test_rulesets_are_compiled_from_the_lab_state_per_node(lab_name: str, tmp_path: Path) -> None:
     dataplane = RecordingDataplane()
     _, plan = build(lab_name, tmp_path / "m", [CLUSTER], dataplane=dataplane)
-    compiled = [(node, state) for kind, node, state in dataplane.calls if kind == "compile"]
-    assert [node for node, _ in compiled] == [n.name for n in plan.nodes]
-    applied = [target for kind, target, _ in dataplane.calls if kind == "apply"]
-    assert applied == [n.netns for n in plan.nodes]
-    lab_state = compiled[0][1]
+    assert [node.name for _, node, _, _ in dataplane.calls] == [n.name for n in plan.nodes]
+    assert [netns for netns, *_ in dataplane.calls] == [n.netns for n in plan.nodes]
+    assert all(previous is None for *_, previous in dataplane.calls)  # a new lab: new tables
+    lab_state = dataplane.calls[0][2]
     for pod in lab_state.pods:
         assert pod.ips == (plan.pod(pod.key).ip4, plan.pod(pod.key).ip6)
         assert pod.node in {"n0", "n1"}
@@ -192,7 +190,8 @@ def test_enforced_lab_agrees_with_the_engine_then_follows_apply(
     new_state = ClusterState.build(load_paths([folder]))
     assert not new_state.problems
     new_plan = plan_lab(new_state, name=lab_name, external=external_spans(new_state), previous=plan)
-    netns.update(plan, new_plan, new_state, [folder], dataplane=dataplane)
+    modes = netns.update(plan, new_plan, new_state, [folder], dataplane=dataplane, old_state=state)
+    assert set(modes.values()) == {"table"}  # a policy went: new tables
     assert sorted(netns.lab_namespaces(lab_name)) == sorted(new_plan.namespaces())
     assert new_plan.pod("shop/db") == plan.pod("shop/db")
     assert len(running_listeners(lab_name)) == len(new_plan.listener_ports())

@@ -130,10 +130,13 @@ def apply_cmd(paths: Manifests, name: Name = "default") -> None:
         netns.require_root()
         with netns.locked(name):
             old = netns.load_plan(name)
+            old_state = _load([netns.manifests_dir(name)], quiet=True)
             state = _load(paths)
             new = plan_lab(state, name=name, external=external_spans(state), previous=old)
             enforce = bool(_info(name).get("enforced", True))
-            netns.update(old, new, state, paths, dataplane=_dataplane(enforce))
+            modes = netns.update(
+                old, new, state, paths, dataplane=_dataplane(enforce), old_state=old_state
+            )
             netns.write_json(
                 netns.state_dir(name) / "lab.json",
                 {"enforced": enforce, "sources": [str(p) for p in paths]},
@@ -144,7 +147,8 @@ def apply_cmd(paths: Manifests, name: Name = "default") -> None:
         raise _error(f"{type(exc).__name__}: {exc}") from None
     added = {p.key for p in new.pods} - {p.key for p in old.pods}
     removed = {p.key for p in old.pods} - {p.key for p in new.pods}
-    _note(f"lab {name}: {len(added)} pod(s) added, {len(removed)} removed, rulesets reloaded")
+    how = ", ".join(f"{node} {mode}" for node, mode in modes.items()) or "not enforcing"
+    _note(f"lab {name}: {len(added)} pod(s) added, {len(removed)} removed; rulesets: {how}")
 
 
 @lab_app.command("probe")

@@ -27,7 +27,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -81,29 +80,30 @@ OUTSIDE_SYSCTLS = (
 class Dataplane(Protocol):
     """What the lab needs of `netfence.dataplane`; tests pass a fake."""
 
-    def compile_node(self, state: ClusterState, node: str) -> str: ...
+    def enforce(
+        self, netns: str, node: NodePlan, state: ClusterState, previous: ClusterState | None
+    ) -> str:
+        """Make the node's table enforce `state` (`previous`: what it enforces now);
+        returns how ("table", "elements", "unchanged")."""
 
-    def apply_ruleset(self, netns: str, script: str) -> None: ...
 
-
-@dataclass(frozen=True)
 class _RealDataplane:
-    compile: Callable[[ClusterState, str], str]
-    apply: Callable[[str, str], None]
+    def enforce(
+        self, netns: str, node: NodePlan, state: ClusterState, previous: ClusterState | None
+    ) -> str:
+        from netfence.dataplane.enforcer import Enforcer
+        from netfence.dataplane.program import NodeProgram
 
-    def compile_node(self, state: ClusterState, node: str) -> str:
-        return self.compile(state, node)
-
-    def apply_ruleset(self, netns: str, script: str) -> None:
-        self.apply(netns, script)
+        # The kernel holds what a fresh build of the previous state holds (an updated
+        # program always equals a fresh build), so rebuilding it gives an element diff.
+        program = NodeProgram(previous, node.name) if previous is not None else None
+        addresses = frozenset({str(node.underlay4), str(node.underlay6)})
+        return Enforcer(netns, node.name, addresses, program).apply(state).mode
 
 
 def load_dataplane() -> Dataplane:
     """The nftables dataplane (imported late: the lab's planning works without it)."""
-    from netfence.dataplane.apply import apply_ruleset
-    from netfence.dataplane.compile import compile_node
-
-    return _RealDataplane(compile_node, apply_ruleset)
+    return _RealDataplane()
 
 
 @contextlib.contextmanager
@@ -395,13 +395,21 @@ def up(
             raise
 
 
-def apply_policies(plan: LabPlan, state: ClusterState, dataplane: Dataplane) -> None:
-    """Load every node's ruleset, compiled from the state as the lab runs it."""
+def apply_policies(
+    plan: LabPlan,
+    state: ClusterState,
+    dataplane: Dataplane,
+    previous: tuple[LabPlan, ClusterState] | None = None,
+) -> dict[str, str]:
+    """Make every node enforce the state as the lab runs it; `previous`: the plan and
+    state the nodes enforce now (their tables then change by elements where they can).
+    Returns how each node's table changed."""
     lab_state = plan.cluster_state(state)
-    for node in plan.nodes:
-        dataplane.apply_ruleset(
-            _checked(node.netns, plan.prefix), dataplane.compile_node(lab_state, node.name)
-        )
+    before = previous[0].cluster_state(previous[1]) if previous is not None else None
+    return {
+        node.name: dataplane.enforce(_checked(node.netns, plan.prefix), node, lab_state, before)
+        for node in plan.nodes
+    }
 
 
 def update(
@@ -411,10 +419,13 @@ def update(
     manifests: Sequence[Path],
     *,
     dataplane: Dataplane | None,
-) -> None:
+    old_state: ClusterState | None = None,
+) -> dict[str, str]:
     """Bring a running lab from `old` to `new` (`lab apply`): remove pods that went away,
     add new ones, fix host routes and outside addresses, restart listeners whose ports
-    changed, then reload every node's ruleset. Nodes never change.
+    changed, then update every node's ruleset (by elements where only pods changed and
+    `old_state`, what the lab enforces now, is given). Nodes never change. Returns how
+    each node's table changed (nothing when not enforcing).
 
     If the network changes fail half-way, namespaces this call created are removed and
     the error says to rebuild with `lab up` (the recorded plan is the old one until the
@@ -453,8 +464,10 @@ def update(
                     "rebuild it with `netfence lab up`"
                 ) from exc
             raise
-        if dataplane is not None:
-            apply_policies(new, state, dataplane)
+        if dataplane is None:
+            return {}
+        previous = (old, old_state) if old_state is not None else None
+        return apply_policies(new, state, dataplane, previous)
 
 
 def _sync_routes(netns: str, old: Sequence[Route], new: Sequence[Route]) -> None:

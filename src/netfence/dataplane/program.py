@@ -1,0 +1,636 @@
+"""A node's table contents, kept up to date one pod at a time.
+
+The table's chains never change; only its map elements do (see `compile.py` for the
+lookups). This module computes those elements and keeps them current as pods come, go
+and change labels, so that pod churn becomes a handful of `add element` / `delete element`
+commands in one transaction instead of a new table. Policy changes rebuild (atomically).
+
+Every id is derived from what it stands for, so the same cluster always gives the same
+table, whether built at once or reached through a history of changes:
+
+- a row (an isolated local pod's side) is keyed by the set of policies that select the pod
+  in that direction (plus its named ports, which ingress rules resolve on it);
+- a column (a peer) is keyed by the set of rules, among those of policies selecting some
+  local pod, whose peers match it (plus, for egress, its named ports); external address
+  ranges are columns too;
+- ids are hashes of those keys (probed past the rare collision), connection tags hashes of
+  the connections' text. Nothing of a name or label reaches the table but through a hash.
+
+A pair (row . column) holds the connections that the row's policies' rules matching the
+column allow, so the per-packet cost is the same few lookups whatever the cluster.
+
+Why keys and not the matrix's classes: classes are numbered by position, so adding one pod
+renumbers them and would rewrite the table; keys stay put, and an update touches only
+the elements of the pods it concerns (and, when a policy starts or stops selecting a pod of
+this node, the columns that policy's rules tell apart).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, ContainerPort, Namespace, Pod
+from netfence.policy.conns import NO_CONNS, Conns
+from netfence.policy.engine import IPAddress
+from netfence.policy.ipranges import FAMILY_MAX, Span, cut
+from netfence.policy.ir import CompiledPolicy, Direction, IPPeer, PodPeer, Rule, compile_policy
+
+CONN_TAG = 0x8000_0000  # connection tags carry the top bit; row and column ids never do
+FAMILIES = (4, 6)
+DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
+_ID_BITS = 0x7FFF_FFFF
+
+Ports = tuple[ContainerPort, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RowKey:
+    policies: frozenset[str]  # policy keys selecting the pod in the side's direction
+    ports: Ports  # the pod's container ports when those policies use named ports
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnKey:
+    rules: frozenset[str]  # provenance texts of the relevant rules matching the peer
+    ports: Ports  # egress: the peer's container ports when a matching rule names ports
+
+
+def _hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=4).digest(), "big")
+
+
+def _key_text(key: RowKey | ColumnKey) -> str:
+    names = key.policies if isinstance(key, RowKey) else key.rules
+    ports = ",".join(f"{p.name}/{p.protocol}/{p.port}" for p in key.ports)
+    return "\n".join(sorted(names)) + "|" + ports
+
+
+class _Ids:
+    """Ids derived from keys, reference counted; a collision probes to the next hash."""
+
+    def __init__(self, salt: str, tag: int = 0) -> None:
+        self.salt = salt
+        self.tag = tag
+        self.id_of: dict[Hashable, int] = {}
+        self.key_of: dict[int, Hashable] = {}
+        self.refs: Counter[Hashable] = Counter()
+
+    def acquire(self, key: Hashable, text: str) -> tuple[int, bool]:
+        """The key's id, and whether the key just came alive."""
+        self.refs[key] += 1
+        found = self.id_of.get(key)
+        if found is not None:
+            return found, False
+        probe = 0
+        while True:
+            value = self.tag | (_hash(f"{self.salt}|{probe}|{text}") & _ID_BITS)
+            if value & _ID_BITS and value not in self.key_of:
+                break
+            probe += 1
+        self.id_of[key], self.key_of[value] = value, key
+        return value, True
+
+    def release(self, key: Hashable) -> int | None:
+        """Drop one reference; the freed id when it was the last."""
+        self.refs[key] -= 1
+        if self.refs[key] > 0:
+            return None
+        del self.refs[key]
+        value = self.id_of.pop(key)
+        del self.key_of[value]
+        return value
+
+
+class Journal:
+    """The value each element had at the last flush, for the elements touched since."""
+
+    def __init__(self) -> None:
+        self.before: dict[tuple[str, Hashable], tuple[ElementMap, Any]] = {}
+
+    def touch(self, element_map: ElementMap, key: Hashable, old: Any) -> None:
+        self.before.setdefault((element_map.name, key), (element_map, old))
+
+    def changes(self) -> tuple[dict[str, list[Hashable]], dict[str, list[tuple[Hashable, Any]]]]:
+        """(deleted keys, added (key, value)) per map name, and forget them."""
+        deleted: dict[str, list[Hashable]] = defaultdict(list)
+        added: dict[str, list[tuple[Hashable, Any]]] = defaultdict(list)
+        for (name, key), (element_map, old) in self.before.items():
+            new = element_map.data.get(key)
+            if old == new:
+                continue
+            if old is not None:
+                deleted[name].append(key)
+            if new is not None:
+                added[name].append((key, new))
+        self.before.clear()
+        return deleted, added
+
+
+ElementKind = Literal["address", "range", "pair", "ports"]
+
+
+class ElementMap:
+    """One nftables map (or set: values are True) as a dict, recording what changes.
+
+    Keys by kind: an address text; a range (first, last) of address texts; a pair
+    (row id, column id); ports (tag, protocol, first, last)."""
+
+    def __init__(self, name: str, kind: ElementKind, journal: Journal) -> None:
+        self.name = name
+        self.kind = kind
+        self.data: dict[Hashable, Any] = {}
+        self._journal = journal
+
+    def set(self, key: Hashable, value: Any) -> None:
+        old = self.data.get(key)
+        if old != value:
+            self._journal.touch(self, key, old)
+            self.data[key] = value
+
+    def delete(self, key: Hashable) -> None:
+        if key in self.data:
+            self._journal.touch(self, key, self.data.pop(key))
+
+
+class _ConnTags:
+    """Connection tags shared by all sides, with their (tag . protocol . ports) elements."""
+
+    def __init__(self, ports: ElementMap) -> None:
+        self.ids = _Ids("conns", CONN_TAG)
+        self.ports = ports
+
+    def acquire(self, conns: Conns) -> int:
+        tag, new = self.ids.acquire(conns, str(conns))
+        if new:
+            for element in _port_elements(tag, conns):
+                self.ports.set(element, True)
+        return tag
+
+    def release(self, tag: int) -> None:
+        conns = self.ids.key_of[tag]
+        assert isinstance(conns, Conns)
+        if self.ids.release(conns) is not None:
+            for element in _port_elements(tag, conns):
+                self.ports.delete(element)
+
+
+def _port_elements(tag: int, conns: Conns) -> Iterator[tuple[int, str, int, int]]:
+    for protocol, ranges in conns.items():
+        for lo, hi in ranges:
+            yield (tag, protocol, lo, hi)
+
+
+class _Rules:
+    """The rules of one direction, indexed by what their peers can match."""
+
+    def __init__(self, policies: Iterable[CompiledPolicy], direction: Direction) -> None:
+        self.direction = direction
+        self.by_text: dict[str, Rule] = {}
+        self.of_policy: dict[str, frozenset[str]] = {}
+        self.named: dict[str, bool] = {}  # policy key -> some rule names a port
+        self.selecting: dict[str, list[CompiledPolicy]] = defaultdict(list)  # by namespace
+        self.everyone: set[str] = set()
+        self.in_namespace: dict[str, list[tuple[str, PodPeer]]] = defaultdict(list)
+        self.by_namespaces: list[tuple[str, PodPeer]] = []
+        self.blocks: list[tuple[str, IPPeer]] = []
+        for policy in policies:
+            if not policy.isolates(direction):
+                continue
+            self.selecting[policy.namespace].append(policy)
+            texts = []
+            for rule in policy.rules(direction):
+                text = str(rule.provenance)
+                texts.append(text)
+                self.by_text[text] = rule
+                if rule.peers is None:
+                    self.everyone.add(text)
+                for peer in rule.peers or ():
+                    if isinstance(peer, IPPeer):
+                        self.blocks.append((text, peer))
+                    elif peer.namespace is not None:
+                        self.in_namespace[peer.namespace].append((text, peer))
+                    else:
+                        self.by_namespaces.append((text, peer))
+            self.of_policy[policy.key] = frozenset(texts)
+            self.named[policy.key] = any(r.has_named_ports for r in policy.rules(direction))
+
+    def policies_selecting(self, pod: Pod) -> frozenset[str]:
+        return frozenset(
+            p.key
+            for p in self.selecting.get(pod.namespace, ())
+            if p.pod_selector.matches(pod.labels)
+        )
+
+
+class _Peers:
+    """Which rules of a direction match a pod or an external range of one family."""
+
+    def __init__(self, rules: _Rules, family: int, namespaces: Mapping[str, Namespace]) -> None:
+        self.rules = rules
+        self.family = family
+        blocks = [peer.block for _, peer in rules.blocks]
+        self.spans: list[Span] = cut(family, blocks)
+        self._starts = [lo for _, lo, _ in self.spans]
+        self.span_rules = [
+            frozenset(
+                rules.everyone | {text for text, peer in rules.blocks if peer.block.covers(span)}
+            )
+            for span in self.spans
+        ]
+        self.namespaces = namespaces
+        self._candidates: dict[str, list[tuple[str, PodPeer]]] = {}
+        self._by_labels: dict[tuple[str, frozenset[tuple[str, str]]], frozenset[str]] = {}
+
+    def forget_namespace(self, name: str) -> None:
+        self._candidates.pop(name, None)
+        self._by_labels = {k: v for k, v in self._by_labels.items() if k[0] != name}
+
+    def of_address(self, ip: IPAddress) -> frozenset[str]:
+        return self.span_rules[bisect_right(self._starts, int(ip)) - 1]
+
+    def of_pod(self, pod: Pod, ip: IPAddress) -> frozenset[str]:
+        key = (pod.namespace, frozenset(pod.labels.items()))
+        found = self._by_labels.get(key)
+        if found is None:
+            found = self._by_labels[key] = frozenset(
+                text
+                for text, peer in self._namespace_peers(pod.namespace)
+                if peer.pods.matches(pod.labels)
+            )
+        return found | self.of_address(ip)
+
+    def _namespace_peers(self, name: str) -> list[tuple[str, PodPeer]]:
+        found = self._candidates.get(name)
+        if found is None:
+            namespace = self.namespaces.get(name)
+            labels = namespace.labels if namespace else {NAMESPACE_NAME_LABEL: name}
+            found = self._candidates[name] = [
+                *self.rules.in_namespace.get(name, ()),
+                *(
+                    (text, peer)
+                    for text, peer in self.rules.by_namespaces
+                    if peer.namespaces is not None and peer.namespaces.matches(labels)
+                ),
+            ]
+        return found
+
+
+class Side:
+    """One family's one direction: the own, peer, range and pair maps and their keys.
+
+    egress: own = this node's egress-isolated pods (by source address), peers looked up by
+    destination; ingress: own = ingress-isolated pods here (by destination), peers by source.
+    """
+
+    def __init__(
+        self,
+        family: int,
+        rules: _Rules,
+        namespaces: Mapping[str, Namespace],
+        tags: _ConnTags,
+        journal: Journal,
+    ) -> None:
+        self.family = family
+        self.direction = rules.direction
+        prefix, own = ("eg", "src") if self.direction == "egress" else ("in", "dst")
+        self.own = ElementMap(f"{prefix}_{own}{family}", "address", journal)
+        self.peer = ElementMap(f"{prefix}_peer{family}", "address", journal)
+        self.ranges = ElementMap(f"{prefix}_range{family}", "range", journal)
+        self.pairs = ElementMap(f"{prefix}_pairs{family}", "pair", journal)
+        self.rules = rules
+        self.peers = _Peers(rules, family, namespaces)
+        self._tags = tags
+        self._rows = _Ids(f"{self.own.name}")
+        self._columns = _Ids(f"{self.peer.name}")
+        self.relevant: Counter[str] = Counter()  # policy -> local rows it is part of
+        self._relevant_rules: frozenset[str] = frozenset()
+        self._column_keys: dict[tuple[frozenset[str], Ports], ColumnKey] = {}
+        self.row_of: dict[IPAddress, RowKey] = {}
+        self.column_of: dict[IPAddress | tuple[str, str], ColumnKey] = {}  # placed ones
+        # every rule each address or range matches, relevant or not
+        self.matched: dict[IPAddress | tuple[str, str], tuple[frozenset[str], Ports]] = {}
+        self._row_pairs: dict[RowKey, dict[ColumnKey, int]] = {}
+        self._column_pairs: dict[ColumnKey, set[RowKey]] = defaultdict(set)
+        self._rows_with_policy: dict[str, set[RowKey]] = defaultdict(set)
+        self._columns_with_rule: dict[str, set[ColumnKey]] = defaultdict(set)
+        self._row_rules: dict[RowKey, frozenset[str]] = {}
+        self._conns: dict[tuple[frozenset[str], Ports], Conns] = {}
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def row_key(self, pod: Pod) -> RowKey | None:
+        policies = self.rules.policies_selecting(pod)
+        if not policies:
+            return None
+        named = self.direction == "ingress" and any(self.rules.named[p] for p in policies)
+        return RowKey(policies, _sorted_ports(pod.ports) if named else ())
+
+    def pod_matches(self, pod: Pod, ip: IPAddress) -> tuple[frozenset[str], Ports]:
+        return (self.peers.of_pod(pod, ip), _sorted_ports(pod.ports))
+
+    def column_key(self, matched: tuple[frozenset[str], Ports]) -> ColumnKey:
+        found = self._column_keys.get(matched)
+        if found is None:
+            rules = matched[0] & self._relevant_rules
+            named = self.direction == "egress" and any(
+                self.rules.by_text[r].has_named_ports for r in rules
+            )
+            found = self._column_keys[matched] = ColumnKey(rules, matched[1] if named else ())
+        return found
+
+    # -- placing elements ---------------------------------------------------------------
+
+    def place_row(self, ip: IPAddress, key: RowKey | None) -> None:
+        old = self.row_of.get(ip)
+        if old == key:
+            return
+        if key is not None:
+            row, new = self._rows.acquire(key, _key_text(key))
+            if new:
+                self._add_row(key, row)
+            self.own.set(ip, row)
+            self.row_of[ip] = key
+            self.relevant.update(key.policies)
+        else:
+            self.own.delete(ip)
+            del self.row_of[ip]
+        if old is not None:
+            self.relevant.subtract(old.policies)
+            freed = self._rows.release(old)
+            if freed is not None:
+                self._drop_row(old, freed)
+
+    def place_column(
+        self, where: IPAddress | tuple[str, str], matched: tuple[frozenset[str], Ports] | None
+    ) -> None:
+        """Set (or, with None, remove) the column of an address or of a range (lo, hi).
+
+        A column no relevant rule matches pairs with nothing, and an address whose column is
+        that of its range is found there: neither needs an element."""
+        if matched is None:
+            self.matched.pop(where, None)
+            key = None
+        else:
+            self.matched[where] = matched
+            key = self.column_key(matched)
+            if not key.rules or (
+                not isinstance(where, tuple)
+                and key == self.column_key((self.peers.of_address(where), ()))
+            ):
+                key = None
+        target = self.ranges if isinstance(where, tuple) else self.peer
+        old = self.column_of.get(where)
+        if old == key:
+            return
+        if key is not None:
+            column, new = self._columns.acquire(key, _key_text(key))
+            if new:
+                self._add_column(key, column)
+            target.set(where, column)
+            self.column_of[where] = key
+        else:
+            target.delete(where)
+            del self.column_of[where]
+        if old is not None:
+            freed = self._columns.release(old)
+            if freed is not None:
+                self._drop_column(old, freed)
+
+    def refresh_relevance(self) -> None:
+        """When policies start or stop selecting a pod here, the rules that tell columns
+        apart change: re-key every column (from the matches already computed)."""
+        self.relevant = +self.relevant  # drop zero counts
+        rules = frozenset().union(*(self.rules.of_policy[p] for p in self.relevant))
+        if rules == self._relevant_rules:
+            return
+        self._relevant_rules = rules
+        self._column_keys.clear()
+        for where, matched in list(self.matched.items()):
+            self.place_column(where, matched)
+
+    def place_ranges(self) -> None:
+        make = _address_text(self.family)
+        for span, rules in zip(self.peers.spans, self.peers.span_rules, strict=True):
+            self.place_column((make(span[1]), make(span[2])), (rules, ()))
+
+    # -- pairs --------------------------------------------------------------------------
+
+    def _pair_conns(self, row: RowKey, column: ColumnKey) -> Conns:
+        rules = column.rules & self._row_rules[row]
+        if not rules:
+            return NO_CONNS
+        ports = row.ports if self.direction == "ingress" else column.ports
+        found = self._conns.get((rules, ports))
+        if found is None:
+            found = NO_CONNS
+            for text in rules:
+                found = found | self.rules.by_text[text].conns_for(ports)
+            self._conns[(rules, ports)] = found
+        return found
+
+    def _set_pair(self, row: RowKey, column: ColumnKey) -> None:
+        conns = self._pair_conns(row, column)
+        if not conns:
+            return
+        tag = self._tags.acquire(conns)
+        self.pairs.set((self._rows.id_of[row], self._columns.id_of[column]), tag)
+        self._row_pairs[row][column] = tag
+        self._column_pairs[column].add(row)
+
+    def _add_row(self, key: RowKey, row: int) -> None:
+        self._row_rules[key] = frozenset().union(*(self.rules.of_policy[p] for p in key.policies))
+        self._row_pairs[key] = {}
+        for policy in key.policies:
+            self._rows_with_policy[policy].add(key)
+        candidates: set[ColumnKey] = set()
+        for rule in self._row_rules[key]:
+            candidates |= self._columns_with_rule.get(rule, set())
+        for column in candidates:
+            self._set_pair(key, column)
+
+    def _add_column(self, key: ColumnKey, column: int) -> None:
+        candidates: set[RowKey] = set()
+        policies = {self.rules.by_text[r].provenance.policy for r in key.rules}
+        for rule in key.rules:
+            self._columns_with_rule[rule].add(key)
+        for policy in policies:
+            candidates |= self._rows_with_policy.get(policy, set())
+        for row in candidates:
+            self._set_pair(row, key)
+
+    def _drop_row(self, key: RowKey, row: int) -> None:
+        for column, tag in self._row_pairs.pop(key).items():
+            self.pairs.delete((row, self._columns.id_of[column]))
+            self._tags.release(tag)
+            self._column_pairs[column].discard(key)
+        for policy in key.policies:
+            self._rows_with_policy[policy].discard(key)
+        del self._row_rules[key]
+
+    def _drop_column(self, key: ColumnKey, column: int) -> None:
+        for row in self._column_pairs.pop(key, set()):
+            tag = self._row_pairs[row].pop(key)
+            self.pairs.delete((self._rows.id_of[row], column))
+            self._tags.release(tag)
+        for rule in key.rules:
+            self._columns_with_rule[rule].discard(key)
+
+
+def _sorted_ports(ports: Ports) -> Ports:
+    return tuple(sorted(set(ports), key=lambda p: (p.protocol, p.port, p.name or "")))
+
+
+def _address_text(family: int) -> Callable[[int], str]:
+    make = ipaddress.IPv4Address if family == 4 else ipaddress.IPv6Address
+    top = FAMILY_MAX[family]
+
+    def text(value: int) -> str:
+        assert 0 <= value <= top
+        return str(make(value))
+
+    return text
+
+
+class NodeProgram:
+    """The elements of one node's table for a cluster, updated in place as pods change.
+
+    `flush()` returns what changed since the previous flush (or since construction: every
+    element) as (deleted keys, added elements) per map; `compile.py` renders either a
+    whole table or an element transaction from it.
+    """
+
+    def __init__(self, state: ClusterState, node: str) -> None:
+        self.node = node
+        self.policies = _policy_records(state)
+        compiled = [compile_policy(p) for p in state.policies]
+        self.namespaces: dict[str, Namespace] = dict(state.namespaces)
+        self.journal = Journal()
+        self.conn_ports = ElementMap("conn_ports", "ports", self.journal)
+        tags = _ConnTags(self.conn_ports)
+        rules = {d: _Rules(compiled, d) for d in DIRECTIONS}
+        self.sides = {
+            (f, d): Side(f, rules[d], self.namespaces, tags, self.journal)
+            for f in FAMILIES
+            for d in DIRECTIONS
+        }
+        self.pods: dict[str, Pod] = {}
+        self._claims: dict[int, dict[IPAddress, set[str]]] = {f: defaultdict(set) for f in FAMILIES}
+        for side in self.sides.values():
+            side.place_ranges()
+        self.update(upserted=state.pods)
+
+    def maps(self) -> Iterator[ElementMap]:
+        for side in self.sides.values():
+            yield from (side.own, side.peer, side.ranges, side.pairs)
+        yield self.conn_ports
+
+    @property
+    def element_count(self) -> int:
+        return sum(len(m.data) for m in self.maps())
+
+    def sync(self, state: ClusterState) -> bool:
+        """Bring the elements to `state` if only pods and namespaces changed; False when
+        the policies differ (the caller builds a new program: a new table)."""
+        if _policy_records(state) != self.policies:
+            return False
+        wanted = {p.key: p for p in state.pods}
+        self.update(
+            upserted=[p for k, p in wanted.items() if self.pods.get(k) != p],
+            deleted=[k for k in self.pods if k not in wanted],
+            namespaces=state.namespaces,
+        )
+        return True
+
+    def update(
+        self,
+        upserted: Iterable[Pod] = (),
+        deleted: Iterable[str] = (),
+        namespaces: Mapping[str, Namespace] | None = None,
+    ) -> None:
+        """Pods added or changed (by key), pods removed, and, when given, the namespaces
+        as they now are (a label change re-keys the namespace's pods)."""
+        affected: dict[int, set[IPAddress]] = {f: set() for f in FAMILIES}
+        for key in deleted:
+            old = self.pods.pop(key, None)
+            if old is not None:
+                self._claim(old, affected, add=False)
+        for pod in upserted:
+            old = self.pods.get(pod.key)
+            if old == pod:
+                continue
+            if old is not None:
+                self._claim(old, affected, add=False)
+            self.pods[pod.key] = pod
+            self._claim(pod, affected, add=True)
+        if namespaces is not None:
+            self._namespaces(namespaces, affected)
+        for family, addresses in affected.items():
+            for ip in addresses:
+                self._place(family, ip)
+            for direction in DIRECTIONS:
+                self.sides[(family, direction)].refresh_relevance()
+
+    def flush(self) -> tuple[dict[str, list[Hashable]], dict[str, list[tuple[Hashable, Any]]]]:
+        return self.journal.changes()
+
+    def _namespaces(
+        self, namespaces: Mapping[str, Namespace], affected: dict[int, set[IPAddress]]
+    ) -> None:
+        changed = {
+            name
+            for name in {*namespaces, *self.namespaces}
+            if namespaces.get(name) != self.namespaces.get(name)
+        }
+        if not changed:
+            return
+        self.namespaces.clear()
+        self.namespaces.update(namespaces)
+        for side in self.sides.values():
+            for name in changed:
+                side.peers.forget_namespace(name)
+        for pod in self.pods.values():
+            if pod.namespace in changed:
+                for family in FAMILIES:
+                    ip = _address(pod, family)
+                    if ip is not None:
+                        affected[family].add(ip)
+
+    def _claim(self, pod: Pod, affected: dict[int, set[IPAddress]], *, add: bool) -> None:
+        if pod.host_network:
+            return  # the node's own traffic: matched by address ranges only
+        for family in FAMILIES:
+            ip = _address(pod, family)
+            if ip is None:
+                continue
+            claims = self._claims[family][ip]
+            if add:
+                claims.add(pod.key)
+            else:
+                claims.discard(pod.key)
+            affected[family].add(ip)
+
+    def _place(self, family: int, ip: IPAddress) -> None:
+        """The elements of one address: its owner (the least pod key, when pods share it)."""
+        claims = self._claims[family].get(ip)
+        owner = self.pods[min(claims)] if claims else None
+        if not claims:
+            self._claims[family].pop(ip, None)
+        for direction in DIRECTIONS:
+            side = self.sides[(family, direction)]
+            side.place_column(ip, side.pod_matches(owner, ip) if owner else None)
+            local = owner is not None and owner.node == self.node
+            side.place_row(ip, side.row_key(owner) if owner and local else None)
+
+
+def _address(pod: Pod, family: int) -> IPAddress | None:
+    return next((ip for ip in pod.ips if ip.version == family), None)
+
+
+def _policy_records(state: ClusterState) -> dict[str, Any]:
+    return {p.key: p.spec for p in state.policies}
