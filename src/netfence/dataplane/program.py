@@ -189,8 +189,16 @@ def _port_elements(tag: int, conns: Conns) -> Iterator[tuple[int, str, int, int]
 class _Rules:
     """The rules of one direction, indexed by what their peers can match."""
 
-    def __init__(self, policies: Iterable[CompiledPolicy], direction: Direction) -> None:
+    def __init__(
+        self,
+        policies: Iterable[CompiledPolicy],
+        direction: Direction,
+        namespaces: Mapping[str, Namespace],
+    ) -> None:
         self.direction = direction
+        self.namespaces = namespaces
+        self._candidates: dict[str, list[tuple[str, PodPeer]]] = {}
+        self._by_labels: dict[tuple[str, frozenset[tuple[str, str]]], frozenset[str]] = {}
         self.by_text: dict[str, Rule] = {}
         self.of_policy: dict[str, frozenset[str]] = {}
         self.named: dict[str, bool] = {}  # policy key -> some rule names a port
@@ -220,6 +228,37 @@ class _Rules:
             self.of_policy[policy.key] = frozenset(texts)
             self.named[policy.key] = any(r.has_named_ports for r in policy.rules(direction))
 
+    def of_pod(self, pod: Pod) -> frozenset[str]:
+        """The rules whose pod peers match the pod (cached per namespace and labels)."""
+        key = (pod.namespace, frozenset(pod.labels.items()))
+        found = self._by_labels.get(key)
+        if found is None:
+            found = self._by_labels[key] = frozenset(
+                text
+                for text, peer in self._namespace_peers(pod.namespace)
+                if peer.pods.matches(pod.labels)
+            )
+        return found
+
+    def forget_namespace(self, name: str) -> None:
+        self._candidates.pop(name, None)
+        self._by_labels = {k: v for k, v in self._by_labels.items() if k[0] != name}
+
+    def _namespace_peers(self, name: str) -> list[tuple[str, PodPeer]]:
+        found = self._candidates.get(name)
+        if found is None:
+            namespace = self.namespaces.get(name)
+            labels = namespace.labels if namespace else {NAMESPACE_NAME_LABEL: name}
+            found = self._candidates[name] = [
+                *self.in_namespace.get(name, ()),
+                *(
+                    (text, peer)
+                    for text, peer in self.by_namespaces
+                    if peer.namespaces is not None and peer.namespaces.matches(labels)
+                ),
+            ]
+        return found
+
     def policies_selecting(self, pod: Pod) -> frozenset[str]:
         return frozenset(
             p.key
@@ -229,9 +268,9 @@ class _Rules:
 
 
 class _Peers:
-    """Which rules of a direction match a pod or an external range of one family."""
+    """Which rules of a direction match an external range, or a pod, of one family."""
 
-    def __init__(self, rules: _Rules, family: int, namespaces: Mapping[str, Namespace]) -> None:
+    def __init__(self, rules: _Rules, family: int) -> None:
         self.rules = rules
         self.family = family
         blocks = [peer.block for _, peer in rules.blocks]
@@ -243,42 +282,12 @@ class _Peers:
             )
             for span in self.spans
         ]
-        self.namespaces = namespaces
-        self._candidates: dict[str, list[tuple[str, PodPeer]]] = {}
-        self._by_labels: dict[tuple[str, frozenset[tuple[str, str]]], frozenset[str]] = {}
-
-    def forget_namespace(self, name: str) -> None:
-        self._candidates.pop(name, None)
-        self._by_labels = {k: v for k, v in self._by_labels.items() if k[0] != name}
 
     def of_address(self, ip: IPAddress) -> frozenset[str]:
         return self.span_rules[bisect_right(self._starts, int(ip)) - 1]
 
     def of_pod(self, pod: Pod, ip: IPAddress) -> frozenset[str]:
-        key = (pod.namespace, frozenset(pod.labels.items()))
-        found = self._by_labels.get(key)
-        if found is None:
-            found = self._by_labels[key] = frozenset(
-                text
-                for text, peer in self._namespace_peers(pod.namespace)
-                if peer.pods.matches(pod.labels)
-            )
-        return found | self.of_address(ip)
-
-    def _namespace_peers(self, name: str) -> list[tuple[str, PodPeer]]:
-        found = self._candidates.get(name)
-        if found is None:
-            namespace = self.namespaces.get(name)
-            labels = namespace.labels if namespace else {NAMESPACE_NAME_LABEL: name}
-            found = self._candidates[name] = [
-                *self.rules.in_namespace.get(name, ()),
-                *(
-                    (text, peer)
-                    for text, peer in self.rules.by_namespaces
-                    if peer.namespaces is not None and peer.namespaces.matches(labels)
-                ),
-            ]
-        return found
+        return self.rules.of_pod(pod) | self.of_address(ip)
 
 
 class Side:
@@ -288,14 +297,7 @@ class Side:
     destination; ingress: own = ingress-isolated pods here (by destination), peers by source.
     """
 
-    def __init__(
-        self,
-        family: int,
-        rules: _Rules,
-        namespaces: Mapping[str, Namespace],
-        tags: _ConnTags,
-        journal: Journal,
-    ) -> None:
+    def __init__(self, family: int, rules: _Rules, tags: _ConnTags, journal: Journal) -> None:
         self.family = family
         self.direction = rules.direction
         prefix, own = ("eg", "src") if self.direction == "egress" else ("in", "dst")
@@ -304,7 +306,7 @@ class Side:
         self.ranges = ElementMap(f"{prefix}_range{family}", "range", journal)
         self.pairs = ElementMap(f"{prefix}_pairs{family}", "pair", journal)
         self.rules = rules
-        self.peers = _Peers(rules, family, namespaces)
+        self.peers = _Peers(rules, family)
         self._tags = tags
         self._rows = _Ids(f"{self.own.name}")
         self._columns = _Ids(f"{self.peer.name}")
@@ -513,11 +515,9 @@ class NodeProgram:
         self.journal = Journal()
         self.conn_ports = ElementMap("conn_ports", "ports", self.journal)
         tags = _ConnTags(self.conn_ports)
-        rules = {d: _Rules(compiled, d) for d in DIRECTIONS}
+        self.rules = {d: _Rules(compiled, d, self.namespaces) for d in DIRECTIONS}
         self.sides = {
-            (f, d): Side(f, rules[d], self.namespaces, tags, self.journal)
-            for f in FAMILIES
-            for d in DIRECTIONS
+            (f, d): Side(f, self.rules[d], tags, self.journal) for f in FAMILIES for d in DIRECTIONS
         }
         self.pods: dict[str, Pod] = {}
         self._claims: dict[int, dict[IPAddress, set[str]]] = {f: defaultdict(set) for f in FAMILIES}
@@ -591,9 +591,9 @@ class NodeProgram:
             return
         self.namespaces.clear()
         self.namespaces.update(namespaces)
-        for side in self.sides.values():
+        for rules in self.rules.values():
             for name in changed:
-                side.peers.forget_namespace(name)
+                rules.forget_namespace(name)
         for pod in self.pods.values():
             if pod.namespace in changed:
                 for family in FAMILIES:
