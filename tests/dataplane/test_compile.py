@@ -24,7 +24,17 @@ def _lookup_range(side: Side, ip: str) -> int:
 
 
 def simulate(program: NodeProgram, family: int, src: str, dst: str, proto: str, port: int) -> bool:
-    """What the forward chain decides for a new connection (see dataplane/compile.py)."""
+    """What the forward chain decides for a new connection (see dataplane/compile.py).
+
+    Written here from the chain's text, independently of `NodeProgram.allows` (which the
+    conntrack sweep uses), and checked to agree with it."""
+    verdict = _simulate(program, family, src, dst, proto, port)
+    s_ip, d_ip = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+    assert program.allows(s_ip, d_ip, proto, port) == verdict, (src, dst, proto, port)
+    return verdict
+
+
+def _simulate(program: NodeProgram, family: int, src: str, dst: str, proto: str, port: int) -> bool:
 
     def side(tables: Side, own_ip: str, peer_ip: str) -> bool:
         mark = tables.own.data.get(ipaddress.ip_address(own_ip), 0)

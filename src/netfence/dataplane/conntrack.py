@@ -17,8 +17,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from netfence.cluster.state import ClusterState
-from netfence.policy.engine import Endpoint, Engine
+from netfence.dataplane.program import NodeProgram
 
 _ENTRY = re.compile(
     r"^ipv(?P<family>[46])\s+\d+\s+(?P<proto>tcp|udp|sctp)\s+\d+\s.*?"
@@ -92,25 +91,21 @@ def revoke(netns: str | None, allowed: Callable[[Flow], bool]) -> list[Flow]:
     return revoked
 
 
-def policy_allows(
-    state: ClusterState, node_addresses: frozenset[str] = frozenset()
+def table_allows(
+    program: NodeProgram, node_addresses: frozenset[str] = frozenset()
 ) -> Callable[[Flow], bool]:
-    """The engine's verdict for a flow, addresses resolved to pods where they are pods.
+    """Whether the node's table, as it is now, would let the flow start.
 
-    Flows from the node's own addresses are always allowed, as the table never filters
-    them (kubelet probes).
+    Each node judges the flows it tracks by its own table (the source's egress side where
+    the source lives, the destination's ingress side where it lives), which is what the
+    kernel would do with a new packet of the flow. Flows from the node's own addresses
+    are always allowed, as the table never filters them (kubelet probes).
     """
-    engines = {f: Engine(state, family=f, host_network="node") for f in (4, 6)}
-
-    def endpoint(text: str) -> Endpoint:
-        ip = ipaddress.ip_address(text)
-        pods = [p for p in state.pods_by_ip.get(ip, []) if not p.host_network]
-        return pods[0] if pods else ip
 
     def allowed(flow: Flow) -> bool:
         if flow.src in node_addresses:
             return True
-        src, dst = endpoint(flow.src), endpoint(flow.dst)
-        return engines[flow.family].verdict(src, dst).allows(flow.protocol, flow.dport)
+        src, dst = ipaddress.ip_address(flow.src), ipaddress.ip_address(flow.dst)
+        return program.allows(src, dst, flow.protocol, flow.dport)
 
     return allowed

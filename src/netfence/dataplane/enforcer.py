@@ -71,7 +71,9 @@ class Enforcer:
             script = self._load_table(NodeProgram(state, self.node))
             mode = "table"
         seconds = time.perf_counter() - start
-        revoked = conntrack.revoke(self.netns, conntrack.policy_allows(state, self.node_addresses))
+        assert self.program is not None
+        allowed = conntrack.table_allows(self.program, self.node_addresses)
+        revoked = conntrack.revoke(self.netns, allowed)
         return Applied(mode, len(script), seconds, len(revoked))
 
     def _load_table(self, program: NodeProgram) -> str:

@@ -172,6 +172,11 @@ class _ConnTags:
                 self.ports.set(element, True)
         return tag
 
+    def elements(self, tag: int) -> Iterator[tuple[int, str, int, int]]:
+        conns = self.ids.key_of[tag]
+        assert isinstance(conns, Conns)
+        return _port_elements(tag, conns)
+
     def release(self, tag: int) -> None:
         conns = self.ids.key_of[tag]
         assert isinstance(conns, Conns)
@@ -421,6 +426,21 @@ class Side:
         for span, rules in zip(self.peers.spans, self.peers.span_rules, strict=True):
             self.place_column((make(span[1]), make(span[2])), (rules, ()))
 
+    def allows(self, own: IPAddress, peer: IPAddress, protocol: str, port: int) -> bool:
+        """What this side's lookups decide for a new connection (as the chain does)."""
+        row = self.own.data.get(own)
+        if row is None:
+            return True  # not isolated here
+        column = self.peer.data.get(peer)
+        if column is None:
+            lo, hi = self.peers.spans[bisect_right(self.peers._starts, int(peer)) - 1][1:]
+            make = _address_text(self.family)
+            column = self.ranges.data.get((make(lo), make(hi)))
+        tag = self.pairs.data.get((row, column))
+        return tag is not None and any(
+            p == protocol and lo <= port <= hi for t, p, lo, hi in self._tags.elements(tag)
+        )
+
     # -- pairs --------------------------------------------------------------------------
 
     def _pair_conns(self, row: RowKey, column: ColumnKey) -> Conns:
@@ -578,6 +598,14 @@ class NodeProgram:
 
     def flush(self) -> tuple[dict[str, list[Hashable]], dict[str, list[tuple[Hashable, Any]]]]:
         return self.journal.changes()
+
+    def allows(self, src: IPAddress, dst: IPAddress, protocol: str, port: int) -> bool:
+        """What this node's table decides for a new connection it forwards: the source's
+        egress side here, then the destination's ingress side here."""
+        family = src.version
+        return self.sides[(family, "egress")].allows(src, dst, protocol, port) and self.sides[
+            (family, "ingress")
+        ].allows(dst, src, protocol, port)
 
     def _namespaces(
         self, namespaces: Mapping[str, Namespace], affected: dict[int, set[IPAddress]]
