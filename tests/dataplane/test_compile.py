@@ -208,5 +208,11 @@ def test_identifiers_are_derived_never_copied() -> None:
 @pytest.mark.parametrize("family", [4, 6])
 def test_unisolated_pods_are_not_in_the_maps(family: int) -> None:
     state = _place(build("", model=True))
-    program = NodeProgram(state, "n0")
-    assert program.element_count == 0  # nothing isolated: no lookup ever needs an element
+    cidrs = (ipaddress.ip_network("10.244.0.0/24"), ipaddress.ip_network("fd00:10:244::/64"))
+    program = NodeProgram(state, "n0", cidrs)
+    lookups = [m for side in program.sides.values() for m in (side.own, side.peer, side.ranges)]
+    lookups += [side.pairs for side in program.sides.values()] + [program.conn_ports]
+    assert sum(len(m.data) for m in lookups) == 0  # nothing isolated: no lookup needs one
+    # Known: the pods' addresses in the node's ranges (wherever the pod runs).
+    held = {ip for p in state.pods for ip in p.ips if any(ip in c for c in cidrs)}
+    assert held and {ip for f in (4, 6) for ip in program.known[f].data} == held

@@ -56,6 +56,8 @@ def compile_node(state: ClusterState, node: str) -> str:
 
 
 def _key_text(kind: str, key: Any) -> str:
+    if kind == "member":
+        kind = "range" if isinstance(key, tuple) else "address"
     if kind == "address":
         return str(key)
     if kind == "range":
@@ -68,7 +70,7 @@ def _key_text(kind: str, key: Any) -> str:
 
 def _element_text(element_map: ElementMap, key: Hashable, value: Any) -> str:
     text = _key_text(element_map.kind, key)
-    if element_map.kind == "ports":
+    if element_map.kind in ("ports", "member"):
         return text
     return f"{text} : {value:#x}" if value & CONN_TAG else f"{text} : {value}"
 
@@ -144,6 +146,10 @@ def _table() -> Iterator[str]:
             yield _map(f"{prefix}_pairs{f}", "mark . mark", "mark")
     yield "\tset conn_ports {\n\t\ttype mark . inet_proto . inet_service\n\t\tflags interval\n\t}\n"
     for f in FAMILIES:
+        addr = _ADDR_TYPE[f]
+        yield f"\tset pod_cidrs{f} {{\n\t\ttype {addr}\n\t\tflags interval\n\t}}\n"
+        yield f"\tset known{f} {{\n\t\ttype {addr}\n\t}}\n"
+    for f in FAMILIES:
         # egress: this node's isolated sources, peers looked up by destination; ingress:
         # this node's isolated destinations, peers looked up by source.
         yield _side_chain("egress", f, "saddr", "daddr", "eg", f"eg_src{f}")
@@ -153,7 +159,7 @@ def _table() -> Iterator[str]:
 \t\tct state established,related accept
 \t\tct state invalid drop
 \t\ticmpv6 type {{ {ND_TYPES} }} accept
-\t\tmeta nfproto ipv4 jump egress4
+{_unknown("saddr")}{_unknown("daddr")}\t\tmeta nfproto ipv4 jump egress4
 \t\tmeta nfproto ipv6 jump egress6
 \t\tmeta nfproto ipv4 jump ingress4
 \t\tmeta nfproto ipv6 jump ingress6
@@ -163,8 +169,15 @@ def _table() -> Iterator[str]:
 \t\tct state established,related accept
 \t\tct state invalid drop
 \t\ticmpv6 type {{ {ND_TYPES} }} accept
-\t\tmeta nfproto ipv4 jump egress4
+{_unknown("saddr")}\t\tmeta nfproto ipv4 jump egress4
 \t\tmeta nfproto ipv6 jump egress6
 \t}}
 }}
 """
+
+
+def _unknown(field: str) -> str:
+    """Drop what comes from (or goes to) this node's pod ranges but no known pod."""
+    return "".join(
+        f"\t\t{_IP[f]} {field} @pod_cidrs{f} {_IP[f]} {field} != @known{f} drop\n" for f in FAMILIES
+    )

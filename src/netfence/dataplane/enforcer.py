@@ -12,14 +12,25 @@ established`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from netfence.cluster.state import ClusterState
+from netfence.cluster.state import ClusterState, Namespace, Pod
 from netfence.dataplane import conntrack
 from netfence.dataplane.apply import ApplyError, apply_ruleset
 from netfence.dataplane.compile import render_changes, render_table
 from netfence.dataplane.program import NodeProgram
+from netfence.policy.ipranges import IPNetwork
+
+
+@dataclass(frozen=True, slots=True)
+class PodChanges:
+    """Pods added or changed, pods removed (keys), and the namespaces when they changed."""
+
+    upserted: Sequence[Pod] = ()
+    deleted: Sequence[str] = ()
+    namespaces: Mapping[str, Namespace] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +47,8 @@ class Enforcer:
     `node_addresses`: the node's own addresses; its traffic is never filtered (kubelet
     probes), so its flows are never revoked. `program`: what the kernel table holds now,
     when known (a restarted caller that rebuilt it from the state it last enforced).
+    `pod_cidrs`: the node's pod ranges, where addresses of pods not yet programmed are
+    refused (see `NodeProgram`).
     """
 
     def __init__(
@@ -44,37 +57,66 @@ class Enforcer:
         node: str,
         node_addresses: frozenset[str] = frozenset(),
         program: NodeProgram | None = None,
+        pod_cidrs: Sequence[IPNetwork] = (),
     ) -> None:
         self.netns = netns
+        self.pod_cidrs = tuple(pod_cidrs)
         self.node = node
         self.node_addresses = node_addresses
         self.program = program
+        self._hardened = False
         if program is not None:
             program.flush()  # the kernel holds all of it already
 
     def apply(self, state: ClusterState) -> Applied:
-        """Enforce `state`; an `ApplyError` leaves the previous table in force."""
+        """Enforce `state`: by elements when only pods and namespaces changed since the last
+        call, else a new table. An `ApplyError` leaves the previous table in force."""
+        start = time.perf_counter()
+        if self.program is not None and self.program.sync(state):
+            return self._load_changes(start)
+        self._harden_once()
+        program = NodeProgram(state, self.node, self.pod_cidrs)
+        return self._finish("table", self._load_table(program), start)
+
+    def update(self, pods: PodChanges) -> Applied:
+        """Enforce pod and namespace changes (the policies did not change): elements only.
+
+        The caller knows what changed, which saves comparing every pod."""
         start = time.perf_counter()
         if self.program is None:
-            conntrack.harden(self.netns)
-        if self.program is not None and self.program.sync(state):
-            script = render_changes(self.program, *self.program.flush())
-            if not script:
-                return Applied("unchanged", 0, time.perf_counter() - start, 0)
-            try:
-                apply_ruleset(self.netns, script)
-                mode: Literal["table", "elements"] = "elements"
-            except ApplyError:  # drifted: replace the whole table
-                script = self._load_table(self.program)
-                mode = "table"
-        else:
-            script = self._load_table(NodeProgram(state, self.node))
-            mode = "table"
+            raise RuntimeError("no table yet: apply a complete state first")
+        self.program.update(pods.upserted, pods.deleted, pods.namespaces)
+        return self._load_changes(start)
+
+    def reload(self) -> Applied:
+        """Load the whole table again (after someone else changed or deleted it)."""
+        start = time.perf_counter()
+        if self.program is None:
+            raise RuntimeError("no table yet: apply a complete state first")
+        return self._finish("table", self._load_table(self.program), start)
+
+    def _load_changes(self, start: float) -> Applied:
+        assert self.program is not None
+        script = render_changes(self.program, *self.program.flush())
+        if not script:
+            return Applied("unchanged", 0, time.perf_counter() - start, 0)
+        try:
+            apply_ruleset(self.netns, script)
+        except ApplyError:  # drifted: replace the whole table
+            return self._finish("table", self._load_table(self.program), start)
+        return self._finish("elements", script, start)
+
+    def _finish(self, mode: Literal["table", "elements"], script: str, start: float) -> Applied:
         seconds = time.perf_counter() - start
         assert self.program is not None
         allowed = conntrack.table_allows(self.program, self.node_addresses)
         revoked = conntrack.revoke(self.netns, allowed)
         return Applied(mode, len(script), seconds, len(revoked))
+
+    def _harden_once(self) -> None:
+        if not self._hardened:
+            conntrack.harden(self.netns)
+            self._hardened = True
 
     def _load_table(self, program: NodeProgram) -> str:
         script = render_table(program)

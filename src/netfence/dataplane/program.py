@@ -31,14 +31,14 @@ import hashlib
 import ipaddress
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, ContainerPort, Namespace, Pod
 from netfence.policy.conns import NO_CONNS, Conns
 from netfence.policy.engine import IPAddress
-from netfence.policy.ipranges import FAMILY_MAX, Span, cut
+from netfence.policy.ipranges import FAMILY_MAX, IPNetwork, Span, cut
 from netfence.policy.ir import CompiledPolicy, Direction, IPPeer, PodPeer, Rule, compile_policy
 
 CONN_TAG = 0x8000_0000  # connection tags carry the top bit; row and column ids never do
@@ -132,14 +132,15 @@ class Journal:
         return deleted, added
 
 
-ElementKind = Literal["address", "range", "pair", "ports"]
+ElementKind = Literal["address", "range", "pair", "ports", "member"]
 
 
 class ElementMap:
     """One nftables map (or set: values are True) as a dict, recording what changes.
 
-    Keys by kind: an address text; a range (first, last) of address texts; a pair
-    (row id, column id); ports (tag, protocol, first, last)."""
+    Keys by kind: an address; a range (first, last) of address texts; a pair (row id,
+    column id); ports (tag, protocol, first, last); member: an address or a range, in a
+    set."""
 
     def __init__(self, name: str, kind: ElementKind, journal: Journal) -> None:
         self.name = name
@@ -527,7 +528,10 @@ class NodeProgram:
     whole table or an element transaction from it.
     """
 
-    def __init__(self, state: ClusterState, node: str) -> None:
+    def __init__(self, state: ClusterState, node: str, pod_cidrs: Sequence[IPNetwork] = ()) -> None:
+        """`pod_cidrs`: the node's pod address ranges. An address there that belongs to no
+        pod this program knows is a pod whose rules are not programmed yet (the network
+        plugin gave it an address before its Pod reached the agent): dropped until then."""
         self.node = node
         self.policies = _policy_records(state)
         compiled = [compile_policy(p) for p in state.policies]
@@ -541,6 +545,13 @@ class NodeProgram:
         }
         self.pods: dict[str, Pod] = {}
         self._claims: dict[int, dict[IPAddress, set[str]]] = {f: defaultdict(set) for f in FAMILIES}
+        self.pod_cidrs = {f: ElementMap(f"pod_cidrs{f}", "member", self.journal) for f in FAMILIES}
+        self.known = {f: ElementMap(f"known{f}", "member", self.journal) for f in FAMILIES}
+        self._cidrs = tuple(pod_cidrs)
+        for cidr in pod_cidrs:
+            make = _address_text(cidr.version)
+            first, last = int(cidr.network_address), int(cidr.broadcast_address)
+            self.pod_cidrs[cidr.version].set((make(first), make(last)), True)
         for side in self.sides.values():
             side.place_ranges()
         self.update(upserted=state.pods)
@@ -549,6 +560,9 @@ class NodeProgram:
         for side in self.sides.values():
             yield from (side.own, side.peer, side.ranges, side.pairs)
         yield self.conn_ports
+        for family in FAMILIES:
+            yield self.pod_cidrs[family]
+            yield self.known[family]
 
     @property
     def element_count(self) -> int:
@@ -600,9 +614,12 @@ class NodeProgram:
         return self.journal.changes()
 
     def allows(self, src: IPAddress, dst: IPAddress, protocol: str, port: int) -> bool:
-        """What this node's table decides for a new connection it forwards: the source's
-        egress side here, then the destination's ingress side here."""
+        """What this node's table decides for a new connection it forwards: unknown pods
+        of this node refused, then the source's egress side here, then the destination's
+        ingress side here."""
         family = src.version
+        if self.unknown(src) or self.unknown(dst):
+            return False
         return self.sides[(family, "egress")].allows(src, dst, protocol, port) and self.sides[
             (family, "ingress")
         ].allows(dst, src, protocol, port)
@@ -643,12 +660,22 @@ class NodeProgram:
                 claims.discard(pod.key)
             affected[family].add(ip)
 
+    def unknown(self, ip: IPAddress) -> bool:
+        """In this node's pod ranges, but no pod of this node that the program knows."""
+        return ip not in self.known[ip.version].data and any(
+            ip in cidr for cidr in self._cidrs if cidr.version == ip.version
+        )
+
     def _place(self, family: int, ip: IPAddress) -> None:
         """The elements of one address: its owner (the least pod key, when pods share it)."""
         claims = self._claims[family].get(ip)
         owner = self.pods[min(claims)] if claims else None
         if not claims:
             self._claims[family].pop(ip, None)
+        if owner is not None and any(ip in cidr for cidr in self._cidrs):
+            self.known[family].set(ip, True)
+        else:
+            self.known[family].delete(ip)
         for direction in DIRECTIONS:
             side = self.sides[(family, direction)]
             side.place_column(ip, side.pod_matches(owner, ip) if owner else None)

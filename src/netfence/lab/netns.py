@@ -96,9 +96,10 @@ class _RealDataplane:
 
         # The kernel holds what a fresh build of the previous state holds (an updated
         # program always equals a fresh build), so rebuilding it gives an element diff.
-        program = NodeProgram(previous, node.name) if previous is not None else None
+        cidrs = (node.cidr4, node.cidr6)
+        program = NodeProgram(previous, node.name, cidrs) if previous is not None else None
         addresses = frozenset({str(node.underlay4), str(node.underlay6)})
-        return Enforcer(netns, node.name, addresses, program).apply(state).mode
+        return Enforcer(netns, node.name, addresses, program, cidrs).apply(state).mode
 
 
 def load_dataplane() -> Dataplane:
