@@ -41,15 +41,23 @@ def _conntrack(netns: str | None, args: list[str]) -> subprocess.CompletedProces
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
 
 
-def harden(netns: str | None) -> None:
-    """Mid-stream packets of unknown flows become `invalid` instead of starting a flow."""
-    argv = (["ip", "netns", "exec", netns] if netns else []) + [
-        "sysctl",
-        "-q",
-        "-w",
-        "net.netfilter.nf_conntrack_tcp_loose=0",
-    ]
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+def harden(netns: str | None) -> bool:
+    """Mid-stream packets of unknown flows become `invalid` instead of starting a flow.
+
+    Written only when needed (a container may see /proc/sys read-only, with the value
+    set by a privileged init step); False when it is not in force, which makes revocation
+    weaker (a cut TCP flow may be picked up again) but must not stop enforcement."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    key = "net.netfilter.nf_conntrack_tcp_loose"
+    read = subprocess.run(
+        [*prefix, "sysctl", "-n", key], capture_output=True, text=True, timeout=30, check=False
+    )
+    if read.returncode == 0 and read.stdout.strip() == "0":
+        return True
+    write = subprocess.run(
+        [*prefix, "sysctl", "-q", "-w", f"{key}=0"], capture_output=True, timeout=30, check=False
+    )
+    return write.returncode == 0
 
 
 def flows(netns: str | None) -> list[Flow]:

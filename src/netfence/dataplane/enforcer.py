@@ -65,20 +65,21 @@ class Enforcer:
         self.node_addresses = node_addresses
         self.program = program
         self._hardened = False
+        self.hardened = False  # nf_conntrack_tcp_loose=0 is in force (see conntrack.harden)
         if program is not None:
             program.flush()  # the kernel holds all of it already
 
-    def apply(self, state: ClusterState) -> Applied:
+    def apply(self, state: ClusterState, sweep: bool = True) -> Applied:
         """Enforce `state`: by elements when only pods and namespaces changed since the last
         call, else a new table. An `ApplyError` leaves the previous table in force."""
         start = time.perf_counter()
         if self.program is not None and self.program.sync(state):
-            return self._load_changes(start)
+            return self._load_changes(start, sweep)
         self._harden_once()
         program = NodeProgram(state, self.node, self.pod_cidrs)
-        return self._finish("table", self._load_table(program), start)
+        return self._finish("table", self._load_table(program), start, sweep)
 
-    def update(self, pods: PodChanges) -> Applied:
+    def update(self, pods: PodChanges, sweep: bool = True) -> Applied:
         """Enforce pod and namespace changes (the policies did not change): elements only.
 
         The caller knows what changed, which saves comparing every pod."""
@@ -86,16 +87,16 @@ class Enforcer:
         if self.program is None:
             raise RuntimeError("no table yet: apply a complete state first")
         self.program.update(pods.upserted, pods.deleted, pods.namespaces)
-        return self._load_changes(start)
+        return self._load_changes(start, sweep)
 
     def reload(self) -> Applied:
         """Load the whole table again (after someone else changed or deleted it)."""
         start = time.perf_counter()
         if self.program is None:
             raise RuntimeError("no table yet: apply a complete state first")
-        return self._finish("table", self._load_table(self.program), start)
+        return self._finish("table", self._load_table(self.program), start, True)
 
-    def _load_changes(self, start: float) -> Applied:
+    def _load_changes(self, start: float, sweep: bool) -> Applied:
         assert self.program is not None
         script = render_changes(self.program, *self.program.flush())
         if not script:
@@ -103,19 +104,25 @@ class Enforcer:
         try:
             apply_ruleset(self.netns, script)
         except ApplyError:  # drifted: replace the whole table
-            return self._finish("table", self._load_table(self.program), start)
-        return self._finish("elements", script, start)
+            return self._finish("table", self._load_table(self.program), start, sweep)
+        return self._finish("elements", script, start, sweep)
 
-    def _finish(self, mode: Literal["table", "elements"], script: str, start: float) -> Applied:
-        seconds = time.perf_counter() - start
+    def sweep(self) -> int:
+        """Cut the tracked flows the table now refuses; how many."""
         assert self.program is not None
         allowed = conntrack.table_allows(self.program, self.node_addresses)
-        revoked = conntrack.revoke(self.netns, allowed)
-        return Applied(mode, len(script), seconds, len(revoked))
+        return len(conntrack.revoke(self.netns, allowed))
+
+    def _finish(
+        self, mode: Literal["table", "elements"], script: str, start: float, sweep: bool
+    ) -> Applied:
+        """`sweep` False: the caller sweeps later (off the latency path)."""
+        seconds = time.perf_counter() - start
+        return Applied(mode, len(script), seconds, self.sweep() if sweep else 0)
 
     def _harden_once(self) -> None:
         if not self._hardened:
-            conntrack.harden(self.netns)
+            self.hardened = conntrack.harden(self.netns)
             self._hardened = True
 
     def _load_table(self, program: NodeProgram) -> str:

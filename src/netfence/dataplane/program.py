@@ -323,6 +323,7 @@ class Side:
         self.column_of: dict[IPAddress | tuple[str, str], ColumnKey] = {}  # placed ones
         # every rule each address or range matches, relevant or not
         self.matched: dict[IPAddress | tuple[str, str], tuple[frozenset[str], Ports]] = {}
+        self._matching: dict[str, set[IPAddress | tuple[str, str]]] = defaultdict(set)
         self._row_pairs: dict[RowKey, dict[ColumnKey, int]] = {}
         self._column_pairs: dict[ColumnKey, set[RowKey]] = defaultdict(set)
         self._rows_with_policy: dict[str, set[RowKey]] = defaultdict(set)
@@ -381,10 +382,17 @@ class Side:
 
         A column no relevant rule matches pairs with nothing, and an address whose column is
         that of its range is found there: neither needs an element."""
+        before = self.matched.get(where)
+        if before is not None and before != matched:
+            for rule in before[0]:
+                self._matching[rule].discard(where)
         if matched is None:
             self.matched.pop(where, None)
             key = None
         else:
+            if before != matched:
+                for rule in matched[0]:
+                    self._matching[rule].add(where)
             self.matched[where] = matched
             key = self.column_key(matched)
             if not key.rules or (
@@ -412,15 +420,19 @@ class Side:
 
     def refresh_relevance(self) -> None:
         """When policies start or stop selecting a pod here, the rules that tell columns
-        apart change: re-key every column (from the matches already computed)."""
+        apart change: re-key the columns those rules match (from the matches already
+        computed)."""
         self.relevant = +self.relevant  # drop zero counts
         rules = frozenset().union(*(self.rules.of_policy[p] for p in self.relevant))
         if rules == self._relevant_rules:
             return
+        changed = rules ^ self._relevant_rules
         self._relevant_rules = rules
         self._column_keys.clear()
-        for where, matched in list(self.matched.items()):
-            self.place_column(where, matched)
+        # Only what some changed rule matches gets another key.
+        affected = set().union(*(self._matching.get(rule, ()) for rule in changed))
+        for where in affected:
+            self.place_column(where, self.matched[where])
 
     def place_ranges(self) -> None:
         make = _address_text(self.family)
