@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from netfence.lab.compare import OWN_NODE, compare, mismatches, render_json, ren
 from netfence.lab.listener import parse_ports
 from netfence.lab.probe import ProbeResult, plan_probes
 from netfence.lab.sctp import crc32c, init_packet, parse_init
+from netfence.lab.signals import held
 from netfence.lab.topology import LabError, LabPlan, external_spans, plan_lab
 from tests.lab.manifests import CLUSTER, POLICIES
 
@@ -108,6 +111,25 @@ def test_listener_port_syntax() -> None:
     assert parse_ports("TCP:80,udp:53,SCTP:7000") == [("TCP", 80), ("UDP", 53), ("SCTP", 7000)]
     with pytest.raises(ValueError, match="PROTO:PORT"):
         parse_ports("80")
+
+
+def test_listener_stops_at_sigterm_though_spawned_with_it_held() -> None:
+    """Regression: `listeners.start` runs inside `signals.held()`, and the child inherited
+    the blocked SIGTERM, so every `stop` (each `lab down`, `up`, `apply`) waited its 2 s
+    timeout and then SIGKILLed the listeners. No ports: nothing is bound in this namespace."""
+    with held():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "netfence.lab.listener", "--ports", ""], stdout=subprocess.PIPE
+        )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        proc.terminate()
+        assert proc.wait(timeout=1) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_commands_only_ever_touch_lab_namespaces() -> None:

@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # it outlives the command that started it
+    # The lab spawns listeners with SIGTERM held (`signals.held`), and a signal mask
+    # survives fork and exec: unblocked, SIGTERM stops us at once instead of the SIGKILL
+    # that `listeners.stop` sends 2 s later.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     # stdout is the readiness pipe: say `ready` on it once, then let it go.
     ready = os.dup(sys.stdout.fileno())
     devnull = os.open(os.devnull, os.O_WRONLY)
