@@ -34,6 +34,8 @@ from netfence.policy.conns import parse_port
 from netfence.policy.engine import Engine
 from netfence.policy.matrix import ClusterMatrix
 from netfence.problems import Problem
+from netfence.report.html import render_html
+from netfence.report.model import report_data
 
 app = typer.Typer(
     name="netfence",
@@ -194,9 +196,15 @@ def check_cmd(
         for problem in problems:
             style = "red" if problem.severity == "error" else "yellow"
             stdout.print(str(problem), style=style, markup=False)
+        cluster_wide = (
+            f", {len(state.cluster_policies)} cluster-wide policies"
+            if state.cluster_policies
+            else ""
+        )
         summary = (
             f"{len(errors)} error(s), {len(warnings)} warning(s) in {len(state.policies)} "
-            f"valid policies, {len(state.pods)} pods, {len(state.namespaces)} namespaces"
+            f"valid policies{cluster_wide}, {len(state.pods)} pods, "
+            f"{len(state.namespaces)} namespaces"
         )
         stderr.print(summary, style="bold", markup=False)
     if errors or (strict and warnings):
@@ -239,6 +247,111 @@ def compile_cmd(
     write(compile_node(state, node))
     if state.errors:
         raise typer.Exit(1)
+
+
+@app.command("report")
+def report_cmd(
+    paths: Paths,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="The HTML file to write ('-': stdout).", show_default=False
+        ),
+    ],
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="Older manifests: the report highlights what changed."),
+    ] = None,
+    host_network: HostNetworkOption = HostNetwork.pod,
+) -> None:
+    """One self-contained HTML file: graph, matrix, explanations, findings (and the diff)."""
+    state = load_state(paths)
+    old = load_state([against]) if against is not None else None
+    data = report_data(
+        state,
+        old=old,
+        host_network=host_network.value,
+        source=" ".join(str(p) for p in paths),
+        against=str(against or ""),
+    )
+    page = render_html(data)
+    if str(output) == "-":
+        write(page)
+    else:
+        try:
+            output.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"cannot write {output}: {exc.strerror}", 1) from None
+        stderr.print(f"wrote {output} ({len(page) / 1e6:.1f} MB)", markup=False)
+    if state.errors or (old is not None and old.errors):
+        raise typer.Exit(1)
+
+
+@app.command("agent")
+def agent_cmd(
+    node_name: Annotated[
+        str,
+        typer.Option("--node-name", envvar="NODE_NAME", help="The node whose pods to enforce."),
+    ],
+    manifests: Annotated[
+        Path | None,
+        typer.Option("--manifests", help="Follow a folder of manifests instead of the API."),
+    ] = None,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            "--kubeconfig", help="Kubeconfig for the API (default: in-cluster configuration)."
+        ),
+    ] = None,
+    netns: Annotated[
+        str | None,
+        typer.Option("--netns", help="Enforce in this network namespace (the lab's nodes)."),
+    ] = None,
+    listen: Annotated[
+        str, typer.Option("--listen", help="host:port for /metrics, /healthz, /readyz; or off.")
+    ] = "127.0.0.1:9990",
+    node_address: Annotated[
+        list[str] | None,
+        typer.Option("--node-address", help="The node's own address (never filtered)."),
+    ] = None,
+    pod_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pod-cidr",
+            help="The node's pod range: addresses there that no known pod holds are refused "
+            "until the pod's rules are programmed.",
+        ),
+    ] = None,
+) -> None:
+    """Keep this node's nftables table equal to what the cluster's policies demand."""
+    import asyncio
+    import ipaddress
+
+    from netfence.agent.main import Options, configure_logging, run
+    from netfence.sources.changes import SourceError
+
+    host, _, port = listen.rpartition(":")
+    if listen != "off" and not (host and port.isdigit()):
+        raise fail(f"--listen {listen!r}: write host:port, e.g. 127.0.0.1:9990, or off")
+    try:
+        addresses = frozenset(str(ipaddress.ip_address(a)) for a in node_address or ())
+        cidrs = tuple(ipaddress.ip_network(c) for c in pod_cidr or ())
+    except ValueError as exc:
+        raise fail(f"--node-address/--pod-cidr: {exc}") from None
+    configure_logging()
+    options = Options(
+        node=node_name,
+        manifests=manifests,
+        kubeconfig=kubeconfig,
+        netns=netns,
+        listen=None if listen == "off" else (host.strip("[]"), int(port)),
+        node_addresses=addresses,
+        pod_cidrs=cidrs,
+    )
+    try:
+        asyncio.run(run(options))
+    except (SourceError, OSError) as exc:
+        raise fail(str(exc), 1) from None
 
 
 # The lab's commands live with the lab (netfence.lab.commands); mounted here as `lab`.

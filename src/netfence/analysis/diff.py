@@ -18,7 +18,7 @@ from netfence.analysis.connlist import Connection, Peer, connectivity
 from netfence.cluster.state import ClusterState
 from netfence.policy.conns import NO_CONNS, Conns
 from netfence.policy.engine import HostNetworkMode
-from netfence.policy.ir import compile_policy
+from netfence.policy.ir import compile_state
 from netfence.policy.matrix import ClusterMatrix
 
 Change = Literal["added", "removed", "changed"]
@@ -47,8 +47,8 @@ class Difference:
 def diff(
     old: ClusterState, new: ClusterState, host_network: HostNetworkMode = "pod"
 ) -> list[Difference]:
-    old_policies = [compile_policy(p) for p in old.policies]
-    new_policies = [compile_policy(p) for p in new.policies]
+    old_policies = compile_state(old)
+    new_policies = compile_state(new)
     before = _by_pair(connectivity(old, ClusterMatrix(old, None, host_network, new_policies)))
     after = _by_pair(connectivity(new, ClusterMatrix(new, None, host_network, old_policies)))
     old_peers = {peer for pair in before for peer in pair} | _workloads(old)

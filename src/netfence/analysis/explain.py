@@ -4,6 +4,11 @@ For each side (the source's egress, the destination's ingress) it says whether t
 isolated and by which policies, then which rules select the peer and what each allows.
 When nothing allows the asked port, the isolating policies are the answer, along with the
 rules that select the peer but on other ports, which is usually the mistake people look for.
+
+With cluster-wide policies, rules are listed in evaluation order with their tier and action,
+and for an asked port each side names what decided it: the admin rule that allowed or denied
+it (or passed it on), the NetworkPolicies that then allowed it or left it denied, the baseline
+rule, or the default allow when no rule decided.
 """
 
 from __future__ import annotations
@@ -13,8 +18,15 @@ from dataclasses import dataclass
 
 from netfence.analysis.connlist import Peer
 from netfence.cluster.state import ClusterState, Pod
-from netfence.policy.engine import DirectionVerdict, Endpoint, Engine, Verdict, endpoint_name
-from netfence.policy.ir import Rule
+from netfence.policy.engine import (
+    Contribution,
+    DirectionVerdict,
+    Endpoint,
+    Engine,
+    Verdict,
+    endpoint_name,
+)
+from netfence.policy.ir import AnyPolicy, Rule, TierPolicy
 
 
 class EndpointError(ValueError):
@@ -90,24 +102,87 @@ def describe_rule(rule: Rule) -> str:
     return f"peers: {peers} | ports: {ports}"
 
 
+def describe_policy(policy: AnyPolicy) -> str:
+    """A policy's key, with its tier and priority when it is a cluster-wide one."""
+    if not isinstance(policy, TierPolicy):
+        return policy.key
+    priority = "" if policy.priority is None else f", priority {policy.priority}"
+    return f"{policy.key} ({policy.tier} tier{priority})"
+
+
+def _rule_title(exp: Explanation, c: Contribution) -> str:
+    """`ns/p ingress[0]` for a NetworkPolicy rule; cluster-wide rules add name and action."""
+    if c.tier == "networkpolicy":
+        return f"{c.provenance}: {c.conns}"
+    name = exp.engine.rules[c.provenance].name
+    named = f' "{name}"' if name else ""
+    return f"{c.provenance}{named}: {c.action} {c.conns}"
+
+
+_DECIDES = {
+    "Allow": "  <- allows the port",
+    "Deny": "  <- denies the port",
+    "Pass": "  <- passes the port to the NetworkPolicy tier",
+}
+
+
+def _mark(exp: Explanation, side: DirectionVerdict, c: Contribution) -> str:
+    port = exp.port
+    if port is None:
+        return ""
+    if port not in c.conns:
+        return "  (other ports)"
+    if port in c.decided:
+        return _DECIDES[c.action]
+    if c.tier == "networkpolicy" or (c.tier == "baseline" and side.np_isolated):
+        return "  (the admin tier decided the port)"
+    return "  (an earlier rule decided the port)"
+
+
+def deciding(side: DirectionVerdict, port: tuple[str, int]) -> str:
+    """One line: what decided `port` on this side, naming tier, policy and rule."""
+    protocol, number = port
+    word = "allowed" if port in side.allowed else "denied"
+    if not side.applies:
+        return "allowed: policies govern pods only"
+    passed = next((c for c in side.contributions if c.action == "Pass" and port in c.decided), None)
+    after = f", passed on by {passed.provenance}" if passed is not None else ""
+    by = side.decided_by(protocol, number)
+    if by is not None and by.tier != "networkpolicy":
+        return f"{word} by {by.provenance} ({by.tier} tier, {by.action}){after}"
+    if side.np_isolated:
+        policies = [
+            k for k, t in zip(side.isolating, side.tiers, strict=True) if t == "networkpolicy"
+        ]
+        if by is not None:
+            return f"{word} by {by.provenance} (NetworkPolicy tier){after}"
+        return (
+            f"{word}: isolated by NetworkPolicy {', '.join(policies)} and no rule allows it{after}"
+        )
+    return f"{word}: no rule decides it (allowed by default){after}"
+
+
 def _side_lines(exp: Explanation, side: DirectionVerdict, subject: Endpoint) -> list[str]:
     title = f"{side.direction.capitalize()} of {endpoint_name(subject)}"
     if not side.applies:
         return [f"{title}: an address outside the cluster; no policy applies"]
     if not side.isolated:
         return [f"{title}: not isolated (no policy selects it for {side.direction}): all allowed"]
-    lines = [f"{title}: isolated by {', '.join(side.isolating)}"]
+    assert isinstance(subject, Pod)
+    selecting = exp.engine.selecting(subject, side.direction)
+    word = "isolated" if side.tiers == ("networkpolicy",) * len(side.tiers) else "selected"
+    lines = [f"{title}: {word} by {', '.join(describe_policy(p) for p in selecting)}"]
     if not side.contributions:
-        lines.append("  no rule of these policies selects the peer: nothing is allowed")
+        lines.append(
+            "  no rule of these policies selects the peer: nothing is allowed"
+            if side.np_isolated
+            else "  no rule of these policies selects the peer: nothing denies, all allowed"
+        )
     for c in side.contributions:
-        mark = ""
-        if exp.port is not None:
-            mark = "  <- allows the port" if exp.port in c.conns else "  (other ports)"
-        lines.append(f"  {c.provenance}: {c.conns}{mark}")
+        lines.append(f"  {_rule_title(exp, c)}{_mark(exp, side, c)}")
         lines.append(f"      {describe_rule(exp.engine.rules[c.provenance])}")
     matched = {c.provenance for c in side.contributions}
-    assert isinstance(subject, Pod)
-    for policy in exp.engine.selecting(subject, side.direction):
+    for policy in selecting:
         for rule in policy.rules(side.direction):
             if rule.provenance not in matched:
                 peer = exp.verdict.dst if side.direction == "egress" else exp.verdict.src
@@ -119,6 +194,8 @@ def _side_lines(exp: Explanation, side: DirectionVerdict, subject: Endpoint) -> 
                 lines.append(f"  {rule.provenance}: {why}")
                 lines.append(f"      {describe_rule(rule)}")
     lines.append(f"  allowed on this side: {side.allowed}")
+    if exp.port is not None:
+        lines.append(f"  {exp.port[1]}/{exp.port[0]}: {deciding(side, exp.port)}")
     return lines
 
 
@@ -138,18 +215,16 @@ def render_text(exp: Explanation) -> str:
     if exp.port is not None and not exp.allowed:
         blocking = [s for s in (v.egress, v.ingress) if s.applies and exp.port not in s.allowed]
         for side in blocking:
-            lines.append(
-                f"denied by {side.direction}: isolated by {', '.join(side.isolating)} and no rule "
-                f"allows {exp.port[1]}/{exp.port[0]} for this peer"
-            )
+            lines.append(f"{side.direction} decides: {deciding(side, exp.port)}")
     return "\n".join(lines) + "\n"
 
 
 def _side_dict(exp: Explanation, side: DirectionVerdict) -> dict[str, object]:
-    return {
+    result: dict[str, object] = {
         "applies": side.applies,
         "isolated": side.isolated,
         "isolating_policies": list(side.isolating),
+        "tiers": list(side.tiers),
         "allowed": str(side.allowed),
         "rules": [
             {
@@ -157,12 +232,19 @@ def _side_dict(exp: Explanation, side: DirectionVerdict) -> dict[str, object]:
                 "policy": c.provenance.policy,
                 "direction": c.provenance.direction,
                 "index": c.provenance.rule,
-                "allows": str(c.conns),
+                "name": exp.engine.rules[c.provenance].name,
+                "tier": c.tier,
+                "action": c.action,
+                "allows": str(c.conns),  # the ports the rule covers (its action on them)
+                "decides": str(c.decided) if c.decided else "",
                 "definition": describe_rule(exp.engine.rules[c.provenance]),
             }
             for c in side.contributions
         ],
     }
+    if exp.port is not None:
+        result["decision"] = deciding(side, exp.port)
+    return result
 
 
 def as_dict(exp: Explanation) -> dict[str, object]:

@@ -12,9 +12,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from netfence.cluster.state import ClusterState, Policy
+from netfence.cluster.state import ClusterPolicy, ClusterState
+from netfence.k8s.models import ClusterPolicyRule
 from netfence.k8s.validation import parse_cidr
-from netfence.policy.ir import CompiledPolicy, Direction, IPPeer, Rule
+from netfence.policy.ir import (
+    AnyPolicy,
+    CompiledPolicy,
+    Direction,
+    IPPeer,
+    PodPeer,
+    Rule,
+    TierPolicy,
+    tier_peers,
+)
 from netfence.policy.matrix import NONE_ID, ClusterMatrix, IdArray
 from netfence.problems import Problem
 
@@ -28,16 +38,20 @@ class _Linter:
     def __init__(self, state: ClusterState, matrix: ClusterMatrix) -> None:
         self.state = state
         self.matrix = matrix
-        self.sources: dict[str, Policy] = {p.key: p for p in state.policies}
+        # policy key -> (file, object as problems name it)
+        self.sources: dict[str, tuple[str, str]] = {
+            p.key: (p.file, f"NetworkPolicy {p.key}") for p in state.policies
+        }
+        self.sources.update((p.key, (p.file, f"{p.kind} {p.name}")) for p in state.cluster_policies)
+        self.records: dict[str, ClusterPolicy] = {p.key: p for p in state.cluster_policies}
         self.problems: list[Problem] = []
 
     def warn(
-        self, policy: CompiledPolicy | None, path: str, message: str, code: str, obj: str = ""
+        self, policy: AnyPolicy | None, path: str, message: str, code: str, obj: str = ""
     ) -> None:
         file = ""
         if policy is not None:
-            file = self.sources[policy.key].file
-            obj = f"NetworkPolicy {policy.key}"
+            file, obj = self.sources[policy.key]
         self.problems.append(Problem("warning", message, file=file, obj=obj, path=path, code=code))
 
     def workloads(self, classes: Iterable[int]) -> str:
@@ -60,10 +74,116 @@ class _Linter:
                 for i, rule in enumerate(policy.rules(direction)):
                     self.rule_peers(policy, direction, i, rule)
                     self.named_ports(policy, direction, i, rule)
+        for tiered in self.matrix.engine.tier_policies:
+            self.tier_policy(tiered)
         self.redundant_rules()
         self.dns()
         self.unisolated()
         return self.problems
+
+    def tier_policy(self, policy: TierPolicy) -> None:
+        """Cluster-wide policies: subjects and peers that match nothing, what cannot be
+        evaluated from manifests, and named ports that can never match."""
+        if not self.matrix.targets(policy).size:
+            self.warn(
+                policy,
+                "spec.subject",
+                f"selects no pod: no pod matches the subject ({policy.subject})",
+                "selects-nothing",
+            )
+        spec = self.records[policy.key].spec
+        for direction in ("ingress", "egress"):
+            written = spec.ingress if direction == "ingress" else spec.egress
+            for i, (rule, compiled) in enumerate(
+                zip(written, policy.rules(direction), strict=True)
+            ):
+                path = f"spec.{direction}[{i}]"
+                self.tier_peers(policy, rule, direction, path)
+                self.tier_named_ports(policy, rule, compiled, direction, path)
+
+    def tier_peers(
+        self, policy: TierPolicy, rule: ClusterPolicyRule, direction: Direction, path: str
+    ) -> None:
+        field = _PEERS_FIELD[direction]
+        for j, peer in enumerate((rule.from_ if direction == "ingress" else rule.to) or ()):
+            where = f"{path}.{field}[{j}]"
+            compiled = tier_peers(peer, self.state.nodes)
+            if peer.domain_names is not None:
+                self.warn(
+                    policy,
+                    f"{where}.domainNames",
+                    "domain names resolve only at run time (through the cluster's DNS): "
+                    "netfence matches no address with this peer",
+                    "domain-names-unevaluated",
+                )
+            elif peer.nodes is not None and isinstance(compiled[0], IPPeer):
+                self.tier_nodes_peer(policy, compiled[0], f"{where}.nodes")
+            elif (
+                isinstance(compiled[0], PodPeer)
+                and not self.matrix.pod_peer_classes(compiled[0]).any()
+            ):
+                self.warn(
+                    policy,
+                    where,
+                    f"matches no pod ({compiled[0]}): this peer matches nothing",
+                    "peer-matches-nothing",
+                )
+
+    def tier_nodes_peer(self, policy: TierPolicy, nodes: IPPeer, path: str) -> None:
+        if not nodes.nodes:
+            self.warn(
+                policy,
+                path,
+                f"matches no node ({nodes.cidr}): declare the nodes (kind: Node, with labels "
+                "and status.addresses) or schedule pods on them (spec.nodeName)",
+                "peer-matches-nothing",
+            )
+        elif not nodes.block:
+            self.warn(
+                policy,
+                path,
+                f"the nodes it matches ({', '.join(nodes.nodes)}) have no known address: "
+                "give them status.addresses (InternalIP) or pods with status.hostIP",
+                "peer-matches-nothing",
+            )
+
+    def tier_named_ports(
+        self,
+        policy: TierPolicy,
+        rule: ClusterPolicyRule,
+        compiled: Rule,
+        direction: Direction,
+        path: str,
+    ) -> None:
+        if not compiled.has_named_ports or compiled.ports is None:
+            return
+        v2 = rule.protocols is not None
+        field = "protocols" if v2 else "ports"
+        name_field = "destinationNamedPort" if v2 else "namedPort"
+        by_address = [peer.networks is not None or peer.nodes is not None for peer in rule.to or ()]
+        if any(by_address):
+            self.warn(
+                policy,
+                f"{path}.{field}",
+                "a named port next to networks/nodes peers matches nothing towards them (they "
+                "have no container ports); the experimental CRDs reject this rule",
+                "named-port-to-addresses",
+            )
+        if direction == "ingress":
+            candidates = self.matrix.targets(policy).tolist()
+        else:
+            mask = self.matrix.rule_mask(compiled, "egress")[: self.matrix.size]
+            candidates = np.nonzero(mask)[0].tolist()
+        defined = {p.name for c in candidates for p in self.matrix.classes[c].ports}
+        for k, port in enumerate(compiled.ports):
+            if port.is_named and port.port not in defined:
+                self.warn(
+                    policy,
+                    f"{path}.{field}[{k}].{name_field}",
+                    f"named port {port.port!r} is not defined by any pod this rule applies to: "
+                    "it matches nothing",
+                    "named-port-unresolved",
+                )
 
     def selects_nothing(self, policy: CompiledPolicy) -> None:
         if not self.matrix.targets(policy).size:
@@ -220,10 +340,10 @@ class _Linter:
             if not any(DNS_PORT in matrix.conns(int(v)) for v in np.unique(row)):
                 blocked[self._isolating(s)].append(s)
         for policies, classes in blocked.items():
-            first = next(p for p in matrix.engine.policies if p.key == policies[0])
+            first = matrix.engine.by_key[policies[0]]
             self.warn(
                 first,
-                "spec.policyTypes",
+                "spec.policyTypes" if isinstance(first, CompiledPolicy) else "spec.egress",
                 f"egress isolation blocks DNS: {self.workloads(classes)} cannot reach "
                 f"{where} on UDP 53 (isolated by {', '.join(policies)}); allow egress to "
                 "namespace kube-system, pods k8s-app=kube-dns, ports UDP 53 and TCP 53",

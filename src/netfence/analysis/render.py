@@ -105,32 +105,43 @@ def _md(connections: ConnList) -> Iterator[str]:
     yield from _lines(connections, lambda s, d, c: f"| {labels[s]} | {labels[d]} | {conns(c)} |\n")
 
 
+def _dot_quote(text: str) -> str:
+    r"""A DOT quoted string. Inside quotes DOT knows one escape, `\"`; a backslash before
+    anything else is kept, and labels then read `\\` as a backslash and `\n` as a line break.
+    Everything else is written as it is (DOT files are UTF-8; JSON's `\uXXXX` escapes would
+    show verbatim): owner references, unlike object names, may hold any character."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n") + '"'
+
+
 def _dot(connections: ConnList) -> Iterator[str]:
-    """Workloads clustered by namespace, external ranges as boxes, edges labelled by ports."""
+    """Workloads clustered by namespace (all of them: an isolated workload is a node without
+    edges), external ranges that have connections as boxes, edges labelled by ports."""
     peers, labels, conns = connections.peers, connections.labels, _conns_text(connections)
-    used = sorted({i for s, d, _ in connections.rows() for i in (s, d)}, key=labels.__getitem__)
+    ids = [_dot_quote(label) for label in labels]
+    used = {i for s, d, _ in connections.rows() for i in (s, d)}
+    shown = sorted(
+        (i for i, p in enumerate(peers) if not p.is_external or i in used), key=labels.__getitem__
+    )
     namespaces: dict[str, list[int]] = {}
-    for i in used:
+    for i in shown:
         if not peers[i].is_external:
             namespaces.setdefault(peers[i].namespace, []).append(i)
-    lines = ["digraph netfence {", "\tcompound=true; rankdir=LR; node [shape=ellipse];"]
+    lines = ["digraph netfence {", "\trankdir=LR; node [shape=ellipse];"]
     for k, (namespace, members) in enumerate(sorted(namespaces.items())):
         lines.append(f"\tsubgraph cluster_{k} {{")
-        lines.append(f"\t\tlabel={json.dumps(namespace)}; style=rounded;")
+        lines.append(f"\t\tlabel={_dot_quote(namespace)}; style=rounded;")
         for i in members:
-            label = json.dumps(f"{peers[i].name}[{peers[i].kind}]")
-            lines.append(f"\t\t{json.dumps(labels[i])} [label={label}];")
+            label = _dot_quote(f"{peers[i].name}[{peers[i].kind}]")
+            lines.append(f"\t\t{ids[i]} [label={label}];")
         lines.append("\t}")
-    for i in used:
-        if peers[i].is_external:
-            lines.append(f"\t{json.dumps(labels[i])} [shape=box, color=red2, fontcolor=red2];")
+    # A range listed as a source and as a destination is one node.
+    for external in dict.fromkeys(ids[i] for i in shown if peers[i].is_external):
+        lines.append(f"\t{external} [shape=box, color=red2, fontcolor=red2];")
     yield "\n".join(lines) + "\n"
     yield from _lines(
         connections,
-        lambda s, d, c: (
-            f"\t{json.dumps(labels[s])} -> {json.dumps(labels[d])} "
-            f"[label={json.dumps(conns(c))}];\n"
-        ),
+        lambda s, d, c: f"\t{ids[s]} -> {ids[d]} [label={_dot_quote(conns(c))}];\n",
     )
     yield "}\n"
 

@@ -18,11 +18,18 @@ from functools import cached_property
 
 from netfence.k8s import models
 from netfence.k8s.loader import Loaded, Manifests
-from netfence.k8s.validation import duplicate_names, validate
+from netfence.k8s.validation import (
+    NODE_IP_ADDRESS_TYPES,
+    duplicate_names,
+    parse_ip,
+    priority_conflicts,
+    validate,
+)
 from netfence.problems import Problem
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 _TEMPLATE_HASH = re.compile(r"[a-z0-9]{6,10}")
 
 
@@ -57,6 +64,7 @@ class Pod:
     ips: tuple[IPAddress, ...] = ()
     node: str | None = None
     host_network: bool = False
+    host_ips: tuple[IPAddress, ...] = ()  # its node's addresses, as the pod's status reports
     phase: str | None = None
     file: str = ""  # where it was declared, for messages
 
@@ -79,29 +87,76 @@ class Policy:
         return f"{self.namespace}/{self.name}"
 
 
+@dataclass(frozen=True, slots=True)
+class ClusterPolicy:
+    """A validated AdminNetworkPolicy, BaselineAdminNetworkPolicy or ClusterNetworkPolicy.
+
+    Cluster-scoped: the key is `Kind/name`, which no NetworkPolicy key (`namespace/name`, a
+    lower-case namespace) can equal, so one map of keys serves every tier.
+    """
+
+    kind: str
+    name: str
+    spec: models.ClusterPolicySpec
+    file: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A node as `nodes` peers see it: its labels and every IP address it answers on.
+
+    Nodes come from `kind: Node` manifests (labels, and the InternalIP/ExternalIP entries of
+    `status.addresses`, as `kubectl get node -o yaml` shows them) and from the pods scheduled on
+    them: a `spec.nodeName` no manifest declares implies a node with only the
+    `kubernetes.io/hostname` label the kubelet sets, and a pod's `status.hostIP(s)` (and a
+    host-network pod's own addresses) are addresses of its node. Consumers (engine, matrix,
+    and through them the dataplane) only ever see the addresses, resolved into the IR's
+    `nodes` peers: a node is a set of IPs there.
+    """
+
+    name: str
+    labels: Mapping[str, str]
+    addresses: tuple[IPAddress, ...] = ()
+    file: str = ""
+
+
 @dataclass
 class ClusterState:
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: list[Pod] = field(default_factory=list)
     policies: list[Policy] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    cluster_policies: list[ClusterPolicy] = field(default_factory=list)
+    nodes: dict[str, Node] = field(default_factory=dict)
 
     @classmethod
     def build(cls, manifests: Manifests) -> ClusterState:
         """Validate and index loaded manifests; invalid objects are reported and left out."""
+        state = cls.validated(manifests)
+        state.problems.extend(shared_addresses(state.pods))
+        return state
+
+    @classmethod
+    def validated(cls, manifests: Manifests) -> ClusterState:
+        """`build` without the checks that span the whole cluster (shared addresses): for
+        sources whose records are merged with others' in a `ClusterStore`, which runs those
+        checks on its snapshots."""
         problems = list(manifests.problems)
         valid: list[Loaded] = []
         for item in manifests.objects:
             found = validate(item)
             problems.extend(found)
-            if not found:
+            if all(p.severity == "warning" for p in found):
                 valid.append(item)
         duplicates, rejected = duplicate_names(valid)
         problems.extend(duplicates)
         valid = [item for item in valid if id(item) not in rejected]
-        state = cls.from_objects((item.obj for item in valid), problems, files=valid)
-        state.problems.extend(_shared_addresses(state.pods))
-        return state
+        problems.extend(priority_conflicts(valid))
+        return cls.from_objects((item.obj for item in valid), problems, files=valid)
 
     @classmethod
     def from_objects(
@@ -114,9 +169,25 @@ class ClusterState:
         state = cls(problems=problems or [])
         declared: dict[str, Mapping[str, str]] = {}
         used: list[str] = []
+        nodes: list[tuple[models.Node, str]] = []
         for obj in objects:
             if isinstance(obj, models.Namespace):
                 declared[obj.metadata.name or ""] = obj.metadata.labels
+                continue
+            if isinstance(obj, models.Node):
+                nodes.append((obj, origin.get(id(obj), "")))
+                continue
+            if isinstance(
+                obj,
+                models.AdminNetworkPolicy
+                | models.BaselineAdminNetworkPolicy
+                | models.ClusterNetworkPolicy,
+            ):
+                state.cluster_policies.append(
+                    ClusterPolicy(
+                        obj.kind, obj.metadata.name or "", obj.spec, origin.get(id(obj), "")
+                    )
+                )
                 continue
             namespace = obj.metadata.namespace or "default"
             used.append(namespace)
@@ -130,9 +201,8 @@ class ClusterState:
                 state.pods.extend(_workload_pods(obj, namespace, origin.get(id(obj), "")))
         for name in [*declared, *used]:
             if name not in state.namespaces:
-                # The API server sets this label to the name, whatever the manifest says.
-                labels = {**declared.get(name, {}), NAMESPACE_NAME_LABEL: name}
-                state.namespaces[name] = Namespace(name, labels)
+                state.namespaces[name] = namespace_record(name, declared.get(name, {}))
+        state.nodes = _nodes(nodes, state.pods)
         return state
 
     @property
@@ -174,7 +244,13 @@ class ClusterState:
         )
 
 
-def _shared_addresses(pods: list[Pod]) -> list[Problem]:
+def namespace_record(name: str, labels: Mapping[str, str]) -> Namespace:
+    """A namespace as the API server stores it: the name label always equals the name, whatever
+    the manifest says (a namespace that is used but not declared has only that label)."""
+    return Namespace(name, {**labels, NAMESPACE_NAME_LABEL: name})
+
+
+def shared_addresses(pods: Iterable[Pod]) -> list[Problem]:
     """Two pods with one address cannot both be told apart by it: the dataplane keeps the
     first, and ipBlocks match both. The API server allows it, so it is a warning."""
     first: dict[IPAddress, Pod] = {}
@@ -199,6 +275,35 @@ def _shared_addresses(pods: list[Pod]) -> list[Problem]:
     return problems
 
 
+def _nodes(declared: list[tuple[models.Node, str]], pods: list[Pod]) -> dict[str, Node]:
+    """Declared nodes and those pods are scheduled on, with the addresses both give."""
+    labels: dict[str, Mapping[str, str]] = {}
+    addresses: dict[str, list[IPAddress]] = {}
+    files: dict[str, str] = {}
+    for node, file in declared:
+        name = node.metadata.name or ""
+        labels[name] = {HOSTNAME_LABEL: name, **node.metadata.labels}
+        files[name] = file
+        addresses[name] = [
+            ip
+            for entry in node.status.addresses
+            if entry.type in NODE_IP_ADDRESS_TYPES
+            for ip in [parse_ip(entry.address)]
+            if ip is not None
+        ]
+    for pod in pods:
+        if pod.node is None:
+            continue
+        labels.setdefault(pod.node, {HOSTNAME_LABEL: pod.node})
+        addresses.setdefault(pod.node, []).extend(pod.host_ips)
+        if pod.host_network:  # a host-network pod's addresses are its node's
+            addresses[pod.node].extend(pod.ips)
+    return {
+        name: Node(name, labels[name], tuple(dict.fromkeys(addresses[name])), files.get(name, ""))
+        for name in labels
+    }
+
+
 def _container_ports(spec: models.PodSpec) -> tuple[ContainerPort, ...]:
     ports = []
     for container in [*spec.containers, *spec.init_containers]:
@@ -215,9 +320,13 @@ def _owner(meta: models.ObjectMeta) -> Owner:
     return Owner("Pod", meta.name or "")
 
 
+def _addresses(*texts: str | None) -> tuple[IPAddress, ...]:
+    return tuple(dict.fromkeys(ipaddress.ip_address(t) for t in texts if t))
+
+
 def _pod_record(pod: models.Pod, namespace: str, file: str) -> Pod:
-    texts = [pod.status.pod_ip] + [entry.ip for entry in pod.status.pod_ips]
-    ips = tuple(dict.fromkeys(ipaddress.ip_address(t) for t in texts if t))
+    status = pod.status
+    ips = _addresses(status.pod_ip, *(entry.ip for entry in status.pod_ips))
     return Pod(
         namespace=namespace,
         name=pod.metadata.name or "",
@@ -227,7 +336,8 @@ def _pod_record(pod: models.Pod, namespace: str, file: str) -> Pod:
         ips=ips,
         node=pod.spec.node_name,
         host_network=pod.spec.host_network,
-        phase=pod.status.phase,
+        host_ips=_addresses(status.host_ip, *(entry.ip for entry in status.host_ips)),
+        phase=status.phase,
         file=file,
     )
 

@@ -21,11 +21,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from netfence.k8s.models import (
+    CLUSTER_SCOPED_KINDS,
     OBJECT_META_FIELDS,
     WORKLOAD_KINDS,
+    AdminNetworkPolicy,
+    BaselineAdminNetworkPolicy,
+    ClusterNetworkPolicy,
     K8sObject,
     Namespace,
     NetworkPolicy,
+    Node,
     Pod,
     Workload,
 )
@@ -39,6 +44,10 @@ _MODELS: dict[str, type[K8sObject]] = {
     "NetworkPolicy": NetworkPolicy,
     "Pod": Pod,
     "Namespace": Namespace,
+    "Node": Node,
+    "AdminNetworkPolicy": AdminNetworkPolicy,
+    "BaselineAdminNetworkPolicy": BaselineAdminNetworkPolicy,
+    "ClusterNetworkPolicy": ClusterNetworkPolicy,
     **{kind: Workload for kind in WORKLOAD_KINDS},
 }
 
@@ -56,7 +65,7 @@ class Loaded:
 
     @property
     def namespace(self) -> str:
-        if isinstance(self.obj, Namespace):
+        if self.obj.kind in CLUSTER_SCOPED_KINDS:
             return ""
         return self.obj.metadata.namespace or "default"
 
@@ -115,6 +124,13 @@ def load_text(text: str, file: str = "<input>") -> Manifests:
     """Load manifests from a string (tests, stdin)."""
     result = Manifests()
     _load_documents(_parse(text, file, result, json_first=False), file, result)
+    return result
+
+
+def load_objects(objects: Iterable[Any], file: str = "") -> Manifests:
+    """Load objects that are already parsed (the API's JSON) exactly as documents of a file."""
+    result = Manifests()
+    _load_documents(objects, file, result)
     return result
 
 
@@ -217,7 +233,9 @@ def _load_object(raw: dict[str, Any], file: str, result: Manifests) -> None:
         name, namespace = meta.get("name"), meta.get("namespace")
         ident = describe(
             kind,
-            "" if kind == "Namespace" else (namespace if isinstance(namespace, str) else "default"),
+            ""
+            if kind in CLUSTER_SCOPED_KINDS
+            else (namespace if isinstance(namespace, str) else "default"),
             name if isinstance(name, str) else "",
         )
         result.problems.extend(
@@ -305,7 +323,12 @@ def _schema_fields(model: type[BaseModel]) -> set[str]:
     return fields - {""}
 
 
-_KNOWN_FIELDS = sorted(_schema_fields(NetworkPolicy))
+_KNOWN_FIELDS = sorted(
+    _schema_fields(NetworkPolicy)
+    | _schema_fields(AdminNetworkPolicy)
+    | _schema_fields(BaselineAdminNetworkPolicy)
+    | _schema_fields(ClusterNetworkPolicy)
+)
 
 
 def field_path(loc: Iterable[int | str]) -> str:

@@ -21,6 +21,10 @@ def _none_as_empty_list(value: Any) -> Any:
     return [] if value is None else value
 
 
+def _none_as_empty_map(value: Any) -> Any:
+    return {} if value is None else value
+
+
 def _label_map(value: Any) -> Any:
     """Labels and matchLabels: a map; a string such as `app=web-server` gets the fix shown."""
     if value is None:
@@ -148,7 +152,10 @@ class NetworkPolicyEgressRule(Strict):
 
 
 class NetworkPolicySpec(Strict):
-    pod_selector: LabelSelector = Field(default_factory=LabelSelector)
+    # `podSelector:` with no value decodes, in the API server, to the empty selector.
+    pod_selector: Annotated[LabelSelector, BeforeValidator(_none_as_empty_map)] = Field(
+        default_factory=LabelSelector
+    )
     # None (absent) and [] differ only for policyTypes defaulting, so keep them apart.
     ingress: list[NetworkPolicyIngressRule] | None = None
     egress: list[NetworkPolicyEgressRule] | None = None
@@ -189,6 +196,7 @@ class PodStatus(Wire):
     pod_ip: StrictStr | None = Field(default=None, alias="podIP")
     pod_ips: OptList[PodIP] = Field(default_factory=list, alias="podIPs")
     host_ip: StrictStr | None = Field(default=None, alias="hostIP")
+    host_ips: OptList[PodIP] = Field(default_factory=list, alias="hostIPs")
     phase: StrictStr | None = None
 
 
@@ -247,4 +255,162 @@ class Namespace(Wire):
     metadata: ObjectMeta
 
 
-K8sObject = NetworkPolicy | Pod | Namespace | Workload
+# -- the cluster-wide tiers: policy.networking.k8s.io --------------------------------------
+#
+# AdminNetworkPolicy and BaselineAdminNetworkPolicy (v1alpha1) and ClusterNetworkPolicy
+# (v1alpha2) share their subject, peer and rule shapes, so one set of models reads all three;
+# which fields a given kind and version may use (`ports` in v1alpha1, `protocols` in v1alpha2,
+# `nodes`/`networks` only towards egress, ...) is checked in `validation`, where the message
+# can say what to write instead. These are CRDs with a structural schema, which the API server
+# applies with strict field validation: unknown fields are errors here too.
+
+
+class NamespacedPod(Strict):
+    """Pods matching `podSelector` in namespaces matching `namespaceSelector`."""
+
+    namespace_selector: LabelSelector | None = None
+    pod_selector: LabelSelector | None = None
+
+
+class ClusterPolicySubject(Strict):
+    namespaces: LabelSelector | None = None
+    pods: NamespacedPod | None = None
+
+
+class ClusterPolicyPeer(Strict):
+    namespaces: LabelSelector | None = None
+    pods: NamespacedPod | None = None
+    nodes: LabelSelector | None = None  # egress only
+    networks: list[StrictStr] | None = None  # egress only
+    domain_names: list[StrictStr] | None = None  # egress only, Allow/Accept rules only
+
+
+class PortNumber(Strict):
+    """v1alpha1 `portNumber`; the protocol defaults to TCP (a CRD default)."""
+
+    protocol: StrictStr = "TCP"
+    port: StrictInt
+
+
+class PortRange(Strict):
+    """v1alpha1 `portRange` (with its protocol) and v1alpha2 `range` (without)."""
+
+    protocol: StrictStr = "TCP"
+    start: StrictInt
+    end: StrictInt
+
+
+class AdminPort(Strict):
+    """v1alpha1: exactly one of a number, a container port name or a range."""
+
+    port_number: PortNumber | None = None
+    named_port: StrictStr | None = None
+    port_range: PortRange | None = None
+
+
+class DestinationPort(Strict):
+    """v1alpha2: exactly one of a number or a range."""
+
+    number: StrictInt | None = None
+    range: PortRange | None = None
+
+
+class ProtocolPorts(Strict):
+    destination_port: DestinationPort | None = None
+
+
+class ProtocolMatch(Strict):
+    """v1alpha2 `protocols` entry: exactly one of tcp, udp, sctp, destinationNamedPort."""
+
+    tcp: ProtocolPorts | None = None
+    udp: ProtocolPorts | None = None
+    sctp: ProtocolPorts | None = None
+    destination_named_port: StrictStr | None = None
+
+
+class ClusterPolicyRule(Strict):
+    """An ingress (`from`) or egress (`to`) rule; validation keeps each to its side."""
+
+    name: StrictStr | None = None
+    action: StrictStr
+    from_: list[ClusterPolicyPeer] | None = Field(default=None, alias="from")
+    to: list[ClusterPolicyPeer] | None = None
+    ports: list[AdminPort] | None = None  # v1alpha1
+    protocols: list[ProtocolMatch] | None = None  # v1alpha2
+
+
+class ClusterPolicySpec(Strict):
+    subject: ClusterPolicySubject
+    ingress: OptList[ClusterPolicyRule] = Field(default_factory=list)
+    egress: OptList[ClusterPolicyRule] = Field(default_factory=list)
+
+
+class AdminNetworkPolicySpec(ClusterPolicySpec):
+    priority: StrictInt
+
+
+class BaselineAdminNetworkPolicySpec(ClusterPolicySpec):
+    pass
+
+
+class ClusterNetworkPolicySpec(ClusterPolicySpec):
+    tier: StrictStr
+    priority: StrictInt
+
+
+class AdminNetworkPolicy(Strict):
+    api_version: StrictStr | None = None
+    kind: Literal["AdminNetworkPolicy"] = "AdminNetworkPolicy"
+    metadata: ObjectMeta
+    spec: AdminNetworkPolicySpec
+    status: dict[str, Any] | None = None
+
+
+class BaselineAdminNetworkPolicy(Strict):
+    api_version: StrictStr | None = None
+    kind: Literal["BaselineAdminNetworkPolicy"] = "BaselineAdminNetworkPolicy"
+    metadata: ObjectMeta
+    spec: BaselineAdminNetworkPolicySpec
+    status: dict[str, Any] | None = None
+
+
+class ClusterNetworkPolicy(Strict):
+    api_version: StrictStr | None = None
+    kind: Literal["ClusterNetworkPolicy"] = "ClusterNetworkPolicy"
+    metadata: ObjectMeta
+    spec: ClusterNetworkPolicySpec
+    status: dict[str, Any] | None = None
+
+
+ClusterPolicyObject = AdminNetworkPolicy | BaselineAdminNetworkPolicy | ClusterNetworkPolicy
+
+
+# -- nodes: the `nodes` peer of egress rules selects them by label and matches their addresses
+
+
+class NodeAddress(Wire):
+    type: StrictStr | None = None
+    address: StrictStr
+
+
+class NodeStatus(Wire):
+    addresses: OptList[NodeAddress] = Field(default_factory=list)
+
+
+class Node(Wire):
+    kind: Literal["Node"] = "Node"
+    metadata: ObjectMeta
+    status: NodeStatus = Field(default_factory=NodeStatus)
+
+
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        "Namespace",
+        "Node",
+        "AdminNetworkPolicy",
+        "BaselineAdminNetworkPolicy",
+        "ClusterNetworkPolicy",
+    }
+)
+
+K8sObject = NetworkPolicy | Pod | Namespace | Workload | Node | ClusterPolicyObject

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,8 +19,8 @@ from rich.console import Console
 from netfence.cluster.state import ClusterState
 from netfence.k8s.loader import load_paths
 from netfence.lab import netns
-from netfence.lab.compare import compare, mismatches, render_json, render_text
-from netfence.lab.probe import plan_probes, run_probes
+from netfence.lab import watch as lab_watch
+from netfence.lab.compare import mismatches, render_json, render_text
 from netfence.lab.topology import LabError, external_spans, plan_lab
 from netfence.policy.ipranges import span_text
 
@@ -155,17 +154,31 @@ def apply_cmd(paths: Manifests, name: Name = "default") -> None:
 def probe_cmd(
     name: Name = "default",
     output: Annotated[Output, typer.Option("--output", "-o", help="Output format.")] = Output.txt,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Probe again every --interval seconds and redraw a source x destination "
+            "matrix, changes highlighted (a `lab apply` shows in the next round); Ctrl-C ends.",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.0, help="Seconds between watch rounds.")
+    ] = 2.0,
+    rounds: Annotated[
+        int | None,
+        typer.Option("--rounds", min=1, help="Stop --watch after N rounds (scripts, tests)."),
+    ] = None,
 ) -> None:
     """Try every connection; print what got through, then where the engine disagrees."""
+    if watch and output != Output.txt:
+        raise _error("--watch draws a matrix: it has no --output json", 2)
     try:
         netns.require_root()
-        with netns.locked(name):
-            plan = netns.load_plan(name)
-            state = _load([netns.manifests_dir(name)], quiet=True)
-            start = time.monotonic()
-            results = run_probes(plan_probes(plan))
-            seconds = time.monotonic() - start
-        comparisons = compare(plan, state, results)
+        if watch:
+            console = Console(highlight=False)
+            raise typer.Exit(lab_watch.watch(name, console, interval, rounds))
+        comparisons, seconds = lab_watch.probe_lab(name)
     except LabError as exc:
         raise _error(str(exc)) from None
     enforced = bool(_info(name).get("enforced", True))
@@ -174,7 +187,7 @@ def probe_cmd(
     else:
         sys.stdout.write(render_text(comparisons))
     sys.stdout.flush()
-    _note(f"{len(results)} probes in {seconds:.2f} s")
+    _note(f"{len(comparisons)} probes in {seconds:.2f} s")
     if not enforced:
         _note("note: this lab was built with --no-enforce: no policy is loaded")
     if mismatches(comparisons):

@@ -1,21 +1,26 @@
 """The verdict for one source and one destination, with the rules that decide it.
 
-This is the semantics in its plainest form: for each direction, is the pod isolated, and
-which rules of which policies select the peer and on which ports. `explain` renders these
-records; the whole-cluster matrix (`matrix`) computes the same answers over equivalence
-classes and is tested against this module.
+This is the semantics in its plainest form: for each direction, which policies of which tier
+select the pod, which of their rules match the peer, and on which ports each rule decides.
+`decide_side` holds the tier logic as a pure function of those facts, so that anything that
+can group pods and peers by them (the dataplane's rows and columns) decides exactly as here.
+`explain` renders these records; the whole-cluster matrix (`matrix`) computes the same
+answers over equivalence classes and is tested against this module.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 from netfence.cluster.state import ClusterState, ContainerPort, Pod
 from netfence.policy.conns import ALL_CONNS, NO_CONNS, Conns
 from netfence.policy.ir import (
+    Action,
+    AnyPolicy,
     CompiledPolicy,
     Direction,
     IPPeer,
@@ -23,7 +28,11 @@ from netfence.policy.ir import (
     PodPeer,
     Provenance,
     Rule,
+    Tier,
+    TierPolicy,
+    compile_cluster_policy,
     compile_policy,
+    evaluation_order,
 )
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -33,8 +42,15 @@ HostNetworkMode = Literal["pod", "node"]
 
 @dataclass(frozen=True, slots=True)
 class Contribution:
+    """A rule that matches the peer: what its ports cover on this destination (`conns`) and
+    the part of that it decided (`decided`): the ports no earlier rule of its tier had taken
+    and that its tier got to decide at all."""
+
     provenance: Provenance
     conns: Conns
+    action: Action = "Allow"
+    tier: Tier = "networkpolicy"
+    decided: Conns = NO_CONNS
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +59,97 @@ class DirectionVerdict:
 
     direction: Direction
     applies: bool  # False for an IP endpoint: policies only ever govern pods
-    isolating: tuple[str, ...]  # policies selecting the pod for this direction
-    contributions: tuple[Contribution, ...]  # rules that match the peer (with what they allow)
+    isolating: tuple[str, ...]  # policies selecting the pod for this direction, in order
+    contributions: tuple[Contribution, ...]  # rules that match the peer, in evaluation order
+    allowed: Conns = ALL_CONNS
+    tiers: tuple[Tier, ...] = ()  # the tier of each isolating policy
 
     @property
     def isolated(self) -> bool:
         return bool(self.isolating)
 
     @property
-    def allowed(self) -> Conns:
-        if not self.applies or not self.isolating:
-            return ALL_CONNS
-        result = NO_CONNS
+    def np_isolated(self) -> bool:
+        """Some NetworkPolicy selects the pod: that tier decides whatever the admin tier
+        passes or leaves open, and the baseline tier never gets a say."""
+        return "networkpolicy" in self.tiers
+
+    def decided_by(self, protocol: str, port: int) -> Contribution | None:
+        """The rule that decided this port (a Pass only hands it on), or None: no rule did
+        (NetworkPolicy isolation denies it, or else it is allowed by default)."""
         for c in self.contributions:
-            result = result | c.conns
-        return result
+            if c.action != "Pass" and (protocol, port) in c.decided:
+                return c
+        return None
+
+
+def decide_side(
+    direction: Direction,
+    selecting: Iterable[AnyPolicy],
+    matched: Collection[Provenance],
+    dst_ports: Iterable[ContainerPort],
+) -> DirectionVerdict:
+    """One side of a connection from what selects the pod and which rules match the peer.
+
+    Pure: `selecting` are the policies of every tier that select the pod in `direction` (in
+    any order), `matched` the provenances of their rules whose peers match the other end,
+    `dst_ports` the destination's container ports (named ports resolve on them). Per port:
+    1. the admin tier, policy by policy in priority order, rule by rule in written order: the
+       first matching rule decides (Allow, Deny), or Pass hands the port to the next tier;
+    2. if a NetworkPolicy selects the pod, it decides every port the admin tier did not: the
+       union of its matching rules is allowed, the rest denied;
+    3. otherwise the baseline tier, first matching rule, Allow or Deny;
+    4. a port no rule decided is allowed.
+    """
+    dst_ports = tuple(dst_ports)
+    ordered = evaluation_order(selecting)
+    np_isolated = any(p.tier == "networkpolicy" for p in ordered)
+    undecided = {"admin": ALL_CONNS, "baseline": ALL_CONNS}  # ports no rule of the tier took
+    allowed = {"admin": NO_CONNS, "networkpolicy": NO_CONNS, "baseline": NO_CONNS}
+    open_ = ALL_CONNS  # ports the admin tier neither allowed nor denied: passed or untouched
+    contributions = []
+    for policy in ordered:
+        tier = policy.tier
+        for rule in policy.rules(direction):
+            if rule.provenance not in matched:
+                continue
+            conns = rule.conns_for(dst_ports)
+            if not conns:
+                continue
+            if tier == "networkpolicy":
+                allowed[tier] = allowed[tier] | conns
+                decided = conns & open_
+            else:  # first match wins, per port
+                taken = conns & undecided[tier]
+                undecided[tier] = undecided[tier] - conns
+                if rule.action == "Allow":
+                    allowed[tier] = allowed[tier] | taken
+                if tier == "admin":
+                    decided = taken
+                    if rule.action != "Pass":
+                        open_ = open_ - taken
+                else:  # the baseline only sees what the admin tier left open
+                    decided = NO_CONNS if np_isolated else taken & open_
+            contributions.append(Contribution(rule.provenance, conns, rule.action, tier, decided))
+    below = allowed["networkpolicy"] if np_isolated else allowed["baseline"] | undecided["baseline"]
+    return DirectionVerdict(
+        direction,
+        True,
+        tuple(p.key for p in ordered),
+        tuple(contributions),
+        allowed["admin"] | (open_ & below),
+        tuple(p.tier for p in ordered),
+    )
+
+
+def side_conns(
+    direction: Direction,
+    selecting: Iterable[AnyPolicy],
+    matched: Collection[Provenance],
+    dst_ports: Iterable[ContainerPort],
+) -> Conns:
+    """What one side allows: `decide_side`'s answer without the explanation."""
+    return decide_side(direction, selecting, matched, dst_ports).allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,22 +192,37 @@ class Engine:
         self.family = family
         self.host_network = host_network
         self.policies = [compile_policy(p) for p in state.policies]
+        # Admin then baseline tier, each in evaluation order.
+        self.tier_policies: list[TierPolicy] = sorted(
+            (compile_cluster_policy(p, state.nodes) for p in state.cluster_policies),
+            key=lambda p: p.rank,
+        )
         self._by_namespace: dict[str, list[CompiledPolicy]] = defaultdict(list)
         self.rules: dict[Provenance, Rule] = {}
-        for policy in self.policies:
-            self._by_namespace[policy.namespace].append(policy)
+        self.by_key: dict[str, AnyPolicy] = {}
+        every: list[AnyPolicy] = [*self.policies, *self.tier_policies]
+        for policy in every:
+            self.by_key[policy.key] = policy
+            if isinstance(policy, CompiledPolicy):
+                self._by_namespace[policy.namespace].append(policy)
             for rule in (*policy.ingress, *policy.egress):
                 self.rules[rule.provenance] = rule
 
-    def selecting(self, pod: Pod, direction: Direction) -> list[CompiledPolicy]:
-        """Policies that isolate `pod` in `direction`."""
+    def selecting(self, pod: Pod, direction: Direction) -> list[AnyPolicy]:
+        """Policies of every tier that take part in `pod`'s `direction`, in evaluation order."""
         if pod.host_network and self.host_network == "node":
             return []
-        return [
+        tiered = [
+            p
+            for p in self.tier_policies
+            if p.isolates(direction) and _pod_peer_matches(self.state, p.subject, pod)
+        ]
+        local = [
             p
             for p in self._by_namespace.get(pod.namespace, ())
             if p.isolates(direction) and p.pod_selector.matches(pod.labels)
         ]
+        return evaluation_order([*tiered, *local])
 
     def pod_ips(self, pod: Pod) -> tuple[IPAddress, ...]:
         if self.family is None:
@@ -145,16 +252,13 @@ class Engine:
         if not isinstance(pod, Pod):
             return DirectionVerdict(direction, False, (), ())
         selecting = self.selecting(pod, direction)
-        contributions = []
-        for policy in selecting:
-            for rule in policy.rules(direction):
-                if self.rule_matches(rule, peer):
-                    conns = rule.conns_for(dst_ports)
-                    if conns:
-                        contributions.append(Contribution(rule.provenance, conns))
-        return DirectionVerdict(
-            direction, True, tuple(p.key for p in selecting), tuple(contributions)
-        )
+        matched = {
+            rule.provenance
+            for policy in selecting
+            for rule in policy.rules(direction)
+            if self.rule_matches(rule, peer)
+        }
+        return decide_side(direction, selecting, matched, dst_ports)
 
     def verdict(self, src: Endpoint, dst: Endpoint) -> Verdict:
         dst_ports = dst.ports if isinstance(dst, Pod) else ()

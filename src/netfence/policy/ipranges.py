@@ -57,6 +57,11 @@ class IPRanges:
         return IPRanges(_merge(result))
 
     @staticmethod
+    def addresses(ips: Iterable[IPAddress]) -> IPRanges:
+        """Single addresses (a node's, say) as ranges."""
+        return IPRanges(_merge((ip.version, int(ip), int(ip)) for ip in ips))
+
+    @staticmethod
     def everything(family: int) -> IPRanges:
         return IPRanges(((family, 0, FAMILY_MAX[family]),))
 

@@ -7,6 +7,14 @@ over classes (from an inverted label index), each distinct `Conns` value is inte
 small integer, and a rule updates a whole block of the ingress or egress matrix at once.
 Cost grows with rules x matched classes, not with pods squared.
 
+The cluster-wide tiers are order-dependent (first matching rule per port), so they are not
+a union: each cell of a tier's subject rows carries an interned evaluation state (the ports
+no rule took yet, those allowed, those neither allowed nor denied), rules step the states of
+their block in evaluation order, and the final cell is admin-allowed | (admin-open & what the
+next tier allows), where the next tier is the NetworkPolicy union for NetworkPolicy-isolated
+rows and the baseline tier's answer otherwise (`decide_side` in `engine`, by blocks). A
+cluster without cluster-wide policies never builds these states.
+
 The naive pair-by-pair `Engine` is the reference; tests check this module against it.
 """
 
@@ -24,7 +32,17 @@ from netfence.cluster.state import ClusterState, ContainerPort, Pod
 from netfence.policy.conns import ALL_CONNS, NO_CONNS, Conns
 from netfence.policy.engine import Engine, HostNetworkMode
 from netfence.policy.ipranges import IPRanges, Span, cut
-from netfence.policy.ir import CompiledPolicy, Direction, IPPeer, Peer, PodPeer, Rule
+from netfence.policy.ir import (
+    Action,
+    AnyPolicy,
+    CompiledPolicy,
+    Direction,
+    IPPeer,
+    Peer,
+    PodPeer,
+    Rule,
+    TierPolicy,
+)
 from netfence.policy.selectors import Selector
 
 K = TypeVar("K")
@@ -41,6 +59,7 @@ class ConnTable:
         self._ids: dict[Conns, int] = {NO_CONNS: NONE_ID, ALL_CONNS: ALL_ID}
         self._union: dict[tuple[int, int], int] = {}
         self._meet: dict[tuple[int, int], int] = {}
+        self._minus: dict[tuple[int, int], int] = {}
 
     def intern(self, conns: Conns) -> int:
         found = self._ids.get(conns)
@@ -71,6 +90,17 @@ class ConnTable:
             found = self._meet[key] = self.intern(self.values[a] & self.values[b])
         return found
 
+    def minus(self, a: int, b: int) -> int:
+        if b == NONE_ID or a == NONE_ID:
+            return a
+        if a == b or b == ALL_ID:
+            return NONE_ID
+        key = (a, b)
+        found = self._minus.get(key)
+        if found is None:
+            found = self._minus[key] = self.intern(self.values[a] - self.values[b])
+        return found
+
     def union_with(self, ids: IdArray, conn: int) -> IdArray:
         """Element-wise union of an id array with one id."""
         return self._apply(ids, lambda a: self.union(a, conn))
@@ -98,9 +128,73 @@ class ConnTable:
         return out
 
     def _apply(self, ids: IdArray, fn: Callable[[int], int]) -> IdArray:
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)
-        return mapped[inverse.reshape(ids.shape)]
+        return map_ids(ids, fn)
+
+
+def map_ids(ids: IdArray, fn: Callable[[int], int]) -> IdArray:
+    """`fn` on every cell, computed once per distinct value."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)
+    return mapped[inverse.reshape(ids.shape)]
+
+
+def map_id_pairs(a: IdArray, b: IdArray, fn: Callable[[int, int], int]) -> IdArray:
+    """`fn` on every pair of cells of two arrays of one shape, once per distinct pair."""
+    pairs = np.stack([a.reshape(-1), b.reshape(-1)], axis=1)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    done = np.array([fn(int(x), int(y)) for x, y in uniq], dtype=np.int32)
+    return done[inverse.reshape(-1)].reshape(a.shape)
+
+
+class TierStates:
+    """The evaluation state of an ordered tier for one cell, interned as a small integer.
+
+    A state is (undecided, allowed, open) as conn ids: the ports no rule of the tier took
+    yet, those an Allow rule took, and those no Allow or Deny rule took (passed or untaken).
+    State 0 is the start: everything undecided and open, nothing allowed.
+    """
+
+    def __init__(self, table: ConnTable) -> None:
+        self.table = table
+        self.states: list[tuple[int, int, int]] = [(ALL_ID, NONE_ID, ALL_ID)]
+        self._ids: dict[tuple[int, int, int], int] = {self.states[0]: 0}
+        self._steps: dict[tuple[int, int, Action], int] = {}
+
+    def step(self, ids: IdArray, conn: int, action: Action) -> IdArray:
+        """Every state after a rule with these ports and this action matched."""
+        return map_ids(ids, lambda state: self._step(state, conn, action))
+
+    def _step(self, state: int, conn: int, action: Action) -> int:
+        key = (state, conn, action)
+        found = self._steps.get(key)
+        if found is None:
+            table = self.table
+            undecided, allowed, open_ = self.states[state]
+            taken = table.meet(undecided, conn)
+            if taken == NONE_ID:
+                found = state
+            else:
+                undecided = table.minus(undecided, conn)
+                if action == "Allow":
+                    allowed = table.union(allowed, taken)
+                if action != "Pass":
+                    open_ = table.minus(open_, taken)
+                found = self._intern((undecided, allowed, open_))
+            self._steps[key] = found
+        return found
+
+    def _intern(self, state: tuple[int, int, int]) -> int:
+        found = self._ids.get(state)
+        if found is None:
+            found = self._ids[state] = len(self.states)
+            self.states.append(state)
+        return found
+
+    def result(self, state: int, below: int) -> int:
+        """What the cell allows: the tier's allowances, and of its open ports those the next
+        tier (`below`, ALL_ID when there is none: the default allow) allows."""
+        _, allowed, open_ = self.states[state]
+        return self.table.union(allowed, self.table.meet(open_, below))
 
 
 @dataclass
@@ -126,14 +220,14 @@ class ClusterMatrix:
         state: ClusterState,
         family: int | None = None,
         host_network: HostNetworkMode = "pod",
-        cut_with: Sequence[CompiledPolicy] = (),
+        cut_with: Sequence[AnyPolicy] = (),
     ) -> None:
         """`cut_with`: more policies whose ipBlocks cut the external ranges (for `diff`, so
         that two clusters are compared over the same ranges)."""
         self.state = state
         self.engine = Engine(state, family, host_network)
         self.table = ConnTable()
-        policies = self.engine.policies
+        policies: list[AnyPolicy] = [*self.engine.policies, *self.engine.tier_policies]
         self.blocks = _distinct_blocks(policies)
         self.classes, self.class_of, self._signatures = _classes(state, self.engine, self.blocks)
         self.src_ranges = _ranges([*policies, *cut_with], "ingress", family)
@@ -169,8 +263,8 @@ class ClusterMatrix:
     def conns(self, conn_id: int) -> Conns:
         return self.table.values[conn_id]
 
-    def targets(self, policy: CompiledPolicy) -> npt.NDArray[np.intp]:
-        """Indexes of the classes the policy selects (whatever its policyTypes)."""
+    def targets(self, policy: AnyPolicy) -> npt.NDArray[np.intp]:
+        """Indexes of the classes the policy selects (whatever its policyTypes or rules)."""
         return np.nonzero(self._index.targets(policy))[0]
 
     def pod_peer_classes(self, peer: PodPeer) -> Mask:
@@ -227,45 +321,88 @@ class ClusterMatrix:
         n = self.size
         width = n + len(self.src_ranges if direction == "ingress" else self.dst_ranges)
         matrix = np.full((n, width), ALL_ID, dtype=np.int32)
-        targets_of: list[tuple[CompiledPolicy, npt.NDArray[np.intp]]] = []
         isolated = np.zeros(n, dtype=bool)
-        for policy in self.engine.policies:
+        locals_: list[tuple[CompiledPolicy, npt.NDArray[np.intp]]] = []
+        tiered: list[tuple[TierPolicy, npt.NDArray[np.intp]]] = []
+        every: list[AnyPolicy] = [*self.engine.policies, *self.engine.tier_policies]
+        for policy in every:
             if not policy.isolates(direction):
                 continue
             targets = self.targets(policy)
             if targets.size:
                 isolated[targets] = True
-                targets_of.append((policy, targets))
-        matrix[isolated] = NONE_ID
-        self.isolated[direction] = isolated
-        for policy, targets in targets_of:
-            for rule in policy.rules(direction):
-                mask = self._build_rule_mask(rule, direction)  # used once: not cached
-                if not mask.any():
-                    continue
-                if direction == "ingress":
-                    self._apply_ingress(matrix, rule, targets, mask)
+                if isinstance(policy, CompiledPolicy):
+                    locals_.append((policy, targets))
                 else:
-                    self._apply_egress(matrix, rule, targets, mask)
+                    tiered.append((policy, targets))
+        self.isolated[direction] = isolated
+        np_isolated = np.zeros(n, dtype=bool)
+        for _, targets in locals_:
+            np_isolated[targets] = True
+        matrix[np_isolated] = NONE_ID
+        for policy, targets in locals_:
+            for rule in policy.rules(direction):
+                for conn_id, rows, cols in self._rule_blocks(rule, direction, targets):
+                    block = np.ix_(rows, cols)
+                    matrix[block] = self.table.union_with(matrix[block], conn_id)
+        if tiered:
+            self._apply_tiers(matrix, np_isolated, tiered, direction)
         return matrix
 
-    def _apply_ingress(
-        self, matrix: IdArray, rule: Rule, targets: npt.NDArray[np.intp], mask: Mask
+    def _apply_tiers(
+        self,
+        matrix: IdArray,
+        np_isolated: Mask,
+        tiered: list[tuple[TierPolicy, npt.NDArray[np.intp]]],
+        direction: Direction,
     ) -> None:
-        cols = np.nonzero(mask)[0]
-        if rule.has_named_ports:  # they resolve on the destination: the row (target) class
-            groups: dict[int, list[int]] = defaultdict(list)
-            for t in targets.tolist():
-                groups[self.table.intern(rule.conns_for(self.classes[t].ports))].append(t)
-            row_sets = [
-                (conn_id, np.array(rows, dtype=np.intp)) for conn_id, rows in groups.items()
+        """Admin and baseline rules, in evaluation order, over their subjects' rows; `matrix`
+        holds the NetworkPolicy tier on entry and the final answer on return."""
+        rows = np.unique(np.concatenate([targets for _, targets in tiered]))
+        local = np.full(self.size, -1, dtype=np.intp)
+        local[rows] = np.arange(rows.size)
+        shape = (rows.size, matrix.shape[1])
+        states = TierStates(self.table)
+        admin = np.zeros(shape, dtype=np.int32)
+        baseline = np.zeros(shape, dtype=np.int32)
+        for policy, targets in tiered:  # engine.tier_policies is in evaluation order
+            tier_state = admin if policy.tier == "admin" else baseline
+            for rule in policy.rules(direction):
+                for conn_id, block_rows, cols in self._rule_blocks(rule, direction, targets):
+                    block = np.ix_(local[block_rows], cols)
+                    tier_state[block] = states.step(tier_state[block], conn_id, rule.action)
+        below = np.where(
+            np_isolated[rows][:, None],
+            matrix[rows],
+            map_ids(baseline, lambda state: states.result(state, ALL_ID)),
+        )
+        matrix[rows] = map_id_pairs(admin, below, states.result)
+
+    def _rule_blocks(
+        self, rule: Rule, direction: Direction, targets: npt.NDArray[np.intp]
+    ) -> list[tuple[int, npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+        """(conn id, rows, columns) blocks of what `rule` matches, for subject rows `targets`:
+        named ports resolve on the destination, the row (ingress) or the column (egress)."""
+        mask = self._build_rule_mask(rule, direction)  # used once: not cached
+        if not mask.any():
+            return []
+        if direction == "egress":
+            blocks = [
+                (conn_id, targets, cols) for conn_id, cols in self._egress_columns(rule, mask)
             ]
         else:
-            row_sets = [(self.table.intern(rule.conns_for(())), targets)]
-        for conn_id, rows in row_sets:
-            if conn_id != NONE_ID:
-                block = np.ix_(rows, cols)
-                matrix[block] = self.table.union_with(matrix[block], conn_id)
+            cols = np.nonzero(mask)[0]
+            if rule.has_named_ports:
+                groups: dict[int, list[int]] = defaultdict(list)
+                for t in targets.tolist():
+                    groups[self.table.intern(rule.conns_for(self.classes[t].ports))].append(t)
+                blocks = [
+                    (conn_id, np.array(rows, dtype=np.intp), cols)
+                    for conn_id, rows in groups.items()
+                ]
+            else:
+                blocks = [(self.table.intern(rule.conns_for(())), targets, cols)]
+        return [b for b in blocks if b[0] != NONE_ID and b[2].size]
 
     def _egress_columns(self, rule: Rule, mask: Mask) -> list[tuple[int, npt.NDArray[np.intp]]]:
         """(conn id, destination columns) groups: named ports resolve per destination."""
@@ -284,17 +421,8 @@ class ClusterMatrix:
             groups.append((self.table.intern(rule.conns_for(())), ext))
         return groups
 
-    def _apply_egress(
-        self, matrix: IdArray, rule: Rule, targets: npt.NDArray[np.intp], mask: Mask
-    ) -> None:
-        for conn_id, cols in self._egress_columns(rule, mask):
-            if conn_id == NONE_ID or not cols.size:
-                continue
-            block = np.ix_(targets, cols)
-            matrix[block] = self.table.union_with(matrix[block], conn_id)
 
-
-def _distinct_blocks(policies: Sequence[CompiledPolicy]) -> dict[IPRanges, int]:
+def _distinct_blocks(policies: Sequence[AnyPolicy]) -> dict[IPRanges, int]:
     blocks: dict[IPRanges, int] = {}
     for policy in policies:
         for rule in (*policy.ingress, *policy.egress):
@@ -304,9 +432,7 @@ def _distinct_blocks(policies: Sequence[CompiledPolicy]) -> dict[IPRanges, int]:
     return blocks
 
 
-def _ranges(
-    policies: Sequence[CompiledPolicy], direction: Direction, family: int | None
-) -> list[Span]:
+def _ranges(policies: Sequence[AnyPolicy], direction: Direction, family: int | None) -> list[Span]:
     """External address ranges: each family's space cut at the direction's ipBlock edges.
 
     For one family (the dataplane's view of a packet) the whole family's space. For both
@@ -324,7 +450,7 @@ def _ranges(
     if family is not None:
         return cut(family, blocks)
     ranges = cut(4, blocks)
-    if any(peer.family == 6 for peer in peers):  # even if its excepts leave it empty
+    if any(6 in peer.families for peer in peers):  # even if its excepts leave it empty
         ranges += cut(6, blocks)
     return ranges
 
@@ -451,7 +577,9 @@ class _LabelIndex:
         mask: Mask = where & self.selector(peer.pods) & self._selectable
         return mask
 
-    def targets(self, policy: CompiledPolicy) -> Mask:
+    def targets(self, policy: AnyPolicy) -> Mask:
+        if isinstance(policy, TierPolicy):
+            return self.pod_peer(policy.subject)
         mask: Mask = (
             self.in_namespace(policy.namespace)
             & self.selector(policy.pod_selector)

@@ -1,0 +1,1 @@
+"""`netfence agent`: the long-running per-node enforcer (see `loop`)."""

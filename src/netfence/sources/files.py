@@ -1,0 +1,221 @@
+"""Namespaces, Pods and NetworkPolicies from a folder of manifests, followed as it changes.
+
+The folder is read with the same loader and validation as `netfence check` (`load_paths`,
+`ClusterState.validated`), so the agent enforces exactly what the analysis commands report.
+Changes are noticed through inotify (watchdog) and debounced: an editor's save or
+`netfence lab apply` writing many files becomes one reload, which is emitted as the difference
+against the previous contents (an unchanged pod produces no change).
+
+Only files that changed are parsed again: a file is reused while its size, inode and mtime are
+unchanged and it was last written well before it was read (a write within the same clock tick
+as the read is caught by comparing contents, as git does with "racy" timestamps).
+
+Two failures must not open pods to traffic their policies forbid: a file that cannot be parsed
+(say, caught half-written) keeps the objects it held before, and a folder that disappears keeps
+the state it last had (its watch is renewed when it is back); both are reported as problems.
+Writers should still replace files by renaming a finished file into place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from netfence.cluster.state import ClusterState
+from netfence.k8s.loader import MANIFEST_SUFFIXES, Manifests, load_paths, manifest_files
+from netfence.problems import Problem
+from netfence.sources.changes import Kind, Record, SourceError, Update, differences
+
+# Reading a file opens and closes it: those events must not trigger another reload.
+_WRITES = {
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    EVENT_TYPE_CLOSED,
+}
+_RACY_NS = 1_000_000_000  # a file written less than this before it was read is compared
+_UNPARSABLE = {"not-yaml", "unreadable"}
+
+
+class FilesSource:
+    """Follows `folder` (recursively); see `updates`.
+
+    A reload happens once no change has arrived for `debounce` seconds, or `max_delay` seconds
+    after the first change of a steady stream of them.
+    """
+
+    def __init__(self, folder: Path, *, debounce: float = 0.05, max_delay: float = 0.5) -> None:
+        self.folder = folder
+        self._debounce = debounce
+        self._max_delay = max_delay
+        self._files = _Files(folder)
+
+    async def updates(self) -> AsyncGenerator[Update, None]:
+        """The first update is the folder's complete contents, then one update per reload
+        that changed something. Runs until closed (use `contextlib.aclosing`)."""
+        if not self.folder.is_dir():
+            raise SourceError(f"{self.folder}: not a folder")
+        loop = asyncio.get_running_loop()
+        dirty = asyncio.Event()
+        observer = Observer()
+        handler = _Handler(lambda: loop.call_soon_threadsafe(dirty.set))
+        observer.schedule(handler, str(self.folder), recursive=True)
+        observer.start()
+        try:
+            held: dict[Kind, dict[str, Record]] = {"Namespace": {}, "Pod": {}, "NetworkPolicy": {}}
+            problems: tuple[Problem, ...] | None = None  # None: nothing emitted yet
+            watched = True
+            while True:
+                present = self.folder.is_dir()
+                if present and not watched:  # the folder is back: watch the new one
+                    observer.unschedule_all()
+                    observer.schedule(handler, str(self.folder), recursive=True)
+                watched = present
+                current = await asyncio.to_thread(self._read, present, held)
+                update = _difference(held, current, problems)
+                if problems is None or update.changes or update.problems is not None:
+                    yield update
+                problems = current.problems
+                # While the folder is missing, look for it again every second.
+                await self._settle(dirty, None if present else 1.0)
+        finally:
+            observer.stop()
+            await asyncio.to_thread(observer.join)
+
+    async def _settle(self, dirty: asyncio.Event, timeout: float | None) -> None:
+        """Wait for a change, then until changes stop (or `max_delay` has passed)."""
+        try:
+            await asyncio.wait_for(dirty.wait(), timeout)
+        except TimeoutError:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_delay
+        while (remaining := deadline - loop.time()) > 0:
+            dirty.clear()
+            try:
+                await asyncio.wait_for(dirty.wait(), min(self._debounce, remaining))
+            except TimeoutError:
+                break
+        dirty.clear()
+
+    def _read(self, present: bool, held: dict[Kind, dict[str, Record]]) -> _Contents:
+        if not present:
+            gone = Problem(
+                "error",
+                "the manifests folder is gone; enforcing what it last held",
+                file=str(self.folder),
+                code="no-such-path",
+            )
+            return _Contents(held, (gone,))
+        state = ClusterState.validated(self._files.read())
+        return _Contents(
+            {
+                "Namespace": dict(state.namespaces),
+                "Pod": {pod.key: pod for pod in state.pods},
+                "NetworkPolicy": {policy.key: policy for policy in state.policies},
+            },
+            tuple(state.problems),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Contents:
+    records: dict[Kind, dict[str, Record]]
+    problems: tuple[Problem, ...]
+
+
+def _difference(
+    held: dict[Kind, dict[str, Record]], current: _Contents, problems: tuple[Problem, ...] | None
+) -> Update:
+    changes = []
+    for kind, records in current.records.items():
+        changes.extend(differences(kind, held[kind], records))
+        held[kind] = records
+    return Update(
+        changes=tuple(changes),
+        problems=current.problems if current.problems != problems else None,
+    )
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, wake: Callable[[], object]) -> None:
+        self._wake = wake
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _WRITES:
+            return
+        paths = [os.fsdecode(event.src_path), os.fsdecode(event.dest_path)]
+        if event.is_directory or any(path.lower().endswith(MANIFEST_SUFFIXES) for path in paths):
+            self._wake()
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    stamp: tuple[int, int, int]  # mtime, size, inode
+    read_at: int  # time.time_ns() just before the file was read
+    digest: bytes
+    manifests: Manifests
+
+
+class _Files:
+    """The folder's manifests, parsing again only the files that changed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._cache: dict[Path, _Cached] = {}
+
+    def read(self) -> Manifests:
+        files, problems = manifest_files([self.folder])
+        result = Manifests(problems=problems)
+        cache: dict[Path, _Cached] = {}
+        for file in files:
+            entry = self._file(file, self._cache.get(file))
+            if entry is None:
+                continue  # removed since it was listed; its removal is another event
+            cache[file] = entry
+            result.objects.extend(entry.manifests.objects)
+            result.problems.extend(entry.manifests.problems)
+        self._cache = cache
+        return result
+
+    def _file(self, file: Path, cached: _Cached | None) -> _Cached | None:
+        read_at = time.time_ns()
+        try:
+            stat = file.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            if cached and cached.stamp == stamp and cached.read_at - stamp[0] > _RACY_NS:
+                return cached
+            digest = hashlib.blake2b(file.read_bytes(), digest_size=16).digest()
+        except OSError:
+            return None
+        if cached and cached.digest == digest:
+            return _Cached(stamp, read_at, digest, cached.manifests)
+        loaded = load_paths([file])
+        if cached and any(p.code in _UNPARSABLE for p in loaded.problems):
+            kept = Problem(
+                "warning",
+                "cannot be read now; enforcing the objects it held before",
+                file=str(file),
+                code="kept-last-good",
+            )
+            # Keep the old digest: the next change of the file is parsed again.
+            loaded = Manifests(cached.manifests.objects, [*loaded.problems, kept])
+            return _Cached(stamp, read_at, cached.digest, loaded)
+        return _Cached(stamp, read_at, digest, loaded)

@@ -1,0 +1,99 @@
+"""The API source's pieces that need no API server: projection of raw JSON, backoff."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, Namespace
+from netfence.k8s.loader import load_text
+from netfence.sources.changes import Change
+from netfence.sources.kube import Backoff, KubeSource, _Held, project
+
+POD = """
+metadata:
+  name: web-1
+  namespace: shop
+  uid: 5d1c6c6e-0000-0000-0000-000000000000
+  resourceVersion: "4711"
+  labels: {app: web, pod-template-hash: 5d8f7c9b6f}
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-5d8f7c9b6f, uid: x, controller: true}
+  managedFields: [{manager: kubelet, operation: Update, fieldsV1: {f:status: {}}}]
+spec:
+  nodeName: node-3
+  containers:
+  - name: web
+    image: nginx
+    ports: [{name: http, containerPort: 8080}, {containerPort: 9090, protocol: UDP}]
+status:
+  phase: Running
+  podIP: 10.0.3.7
+  podIPs: [{ip: 10.0.3.7}, {ip: "fd00::3:7"}]
+  conditions: [{type: Ready, status: "True"}]
+"""
+
+
+def test_a_pod_is_the_record_a_file_gives() -> None:
+    """List items come without `kind`; the record equals the one from the same manifest."""
+    raw = yaml.safe_load(POD)
+    key, record, problems = project("Pod", json.loads(json.dumps(raw)))
+    [expected] = ClusterState.build(load_text("kind: Pod\n" + POD, file="")).pods
+    assert (key, record, problems) == ("shop/web-1", expected, ())
+
+
+def test_a_namespace_carries_its_name_label() -> None:
+    raw = {"metadata": {"name": "shop", "labels": {"team": "a"}}, "status": {"phase": "Active"}}
+    assert project("Namespace", raw) == (
+        "shop",
+        Namespace("shop", {"team": "a", NAMESPACE_NAME_LABEL: "shop"}),
+        (),
+    )
+
+
+def test_a_policy_this_netfence_cannot_read_is_left_out_with_the_file_problem() -> None:
+    """A newer API server may return a field netfence does not know: reject, do not guess."""
+    manifest = """
+metadata: {name: p, namespace: shop}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {}}], newPeerKind: {}}]
+"""
+    key, record, problems = project("NetworkPolicy", yaml.safe_load(manifest))
+    expected = ClusterState.build(load_text("kind: NetworkPolicy\n" + manifest, file="")).problems
+    assert (key, record) == ("shop/p", None)
+    assert list(problems) == expected
+    assert [(p.obj, p.path, p.severity) for p in problems] == [
+        ("NetworkPolicy shop/p", "spec.ingress[0].newPeerKind", "error")
+    ]
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:
+    backoff = Backoff(initial=0.5, cap=8.0)
+    delays = [backoff.next_delay() for _ in range(40)]
+    ceilings = [min(8.0, 0.5 * 2**i) for i in range(40)]
+    assert all(ceiling / 2 <= d <= ceiling for d, ceiling in zip(delays, ceilings, strict=True))
+    assert len(set(delays)) > 30  # jittered: agents do not retry in step
+    backoff.reset()
+    assert backoff.next_delay() <= 0.5
+
+
+def test_watch_events_move_the_resource_version_and_change_only_what_changed() -> None:
+    """Bookmarks (kube-apiserver 1.20 sends one about every minute) only move the version a
+    watch resumes from; a status update that policy does not see changes nothing."""
+    source = KubeSource(api=None)  # type: ignore[arg-type]  (no request is made)
+    held = _Held(version="10")
+    raw = yaml.safe_load(POD)
+    bookmark = {"kind": "Pod", "metadata": {"resourceVersion": "12"}}
+    assert source._event("Pod", held, {"type": "BOOKMARK", "object": bookmark}) is None
+    assert held.version == "12"
+    step = source._event("Pod", held, {"type": "ADDED", "object": raw})
+    assert step is not None and [c.key for c in step.changes] == ["shop/web-1"]
+    raw["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+    raw["metadata"]["resourceVersion"] = "13"
+    assert source._event("Pod", held, {"type": "MODIFIED", "object": raw}) is None
+    assert held.version == "13"
+    step = source._event("Pod", held, {"type": "DELETED", "object": raw})
+    assert step is not None and step.changes == (Change.delete("Pod", "shop/web-1"),)
+    assert source.stats.bookmarks["Pod"] == 1 and source.stats.events["Pod"] == 4
