@@ -7,11 +7,15 @@ One run prints, with pass/fail against the targets of the dataplane issue:
    ruleset loaded;
 2. new TCP connections per second between the same pods (`conn_rate.c`, compiled here
    with the system gcc into a temporary directory), unfiltered vs filtered;
-3. the time to load the node's full ruleset (`nft -f`, via `apply_ruleset`) and,
+3. the time to load the node's full ruleset (one transaction, via `Nftables.apply`) and,
    separately, to compute it in Python (`NodeProgram` + `render_table`);
 4. the time of one pod's incremental update in the loaded table (a pod added, removed or
    relabelled, in turn): Python (`update` + `flush` + `render_changes`) and nft (the
-   element transaction, via `apply_ruleset`), median and p99.
+   element transaction, through one `Nftables` kept for the node, as the `Enforcer`
+   does), median and p99.
+
+nft is reached through libnftables when it can be loaded, else the `nft` command
+(`--nft-command` forces the command, for comparison); the table says which.
 
     python benchmarks/dataplane.py                        # as root; ~3 minutes
     python benchmarks/dataplane.py --runs 3 --updates 15  # quicker
@@ -70,7 +74,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from netfence.cluster.state import ClusterState, Pod  # noqa: E402
-from netfence.dataplane.apply import apply_ruleset  # noqa: E402
+from netfence.dataplane.apply import Nftables  # noqa: E402
 from netfence.dataplane.compile import render_changes, render_table  # noqa: E402
 from netfence.dataplane.program import NodeProgram  # noqa: E402
 from netfence.k8s.loader import load_paths  # noqa: E402
@@ -480,7 +484,7 @@ class Churn:
 
 
 def measure_updates(
-    program: NodeProgram, state: ClusterState, pair: Pair, netns_name: str, count: int, seed: int
+    program: NodeProgram, state: ClusterState, pair: Pair, nft: Nftables, count: int, seed: int
 ) -> list[Update]:
     """Pod changes one at a time, each applied to the loaded table as the enforcer does:
     one element transaction, none when nothing changed."""
@@ -502,7 +506,7 @@ def measure_updates(
         script = render_changes(program, removed, added)
         t1 = time.perf_counter()
         if script:
-            apply_ruleset(netns_name, script)
+            nft.apply(script)
         t2 = time.perf_counter()
         changed = sum(map(len, removed.values())) + sum(map(len, added.values()))
         key = upserted[0].key if upserted else deleted[0]
@@ -600,14 +604,14 @@ def _connections_text(sample: Sample) -> str:
     return f"{sample.rate:,.0f}/s, {sample.cost * 1e6:.0f} CPU-µs each"
 
 
-def ruleset_rows(ruleset: Ruleset, loads: Sequence[float]) -> list[Row]:
+def ruleset_rows(ruleset: Ruleset, loads: Sequence[float], backend: str) -> list[Row]:
     load = statistics.median(loads)
     python = ruleset.build_seconds + ruleset.render_seconds
     size = f"{ruleset.program.element_count:,} elements, {len(ruleset.script) / 1e6:.2f} MB"
     return [
         ("ruleset: size", size, "", ""),
         (
-            f"ruleset: nft -f load, median of {len(loads)}",
+            f"ruleset: load ({backend}), median of {len(loads)}",
             f"{load:.3f} s (max {max(loads):.3f})",
             "< 1 s",
             judged(load < TARGETS["load"]),
@@ -621,7 +625,7 @@ def ruleset_rows(ruleset: Ruleset, loads: Sequence[float]) -> list[Row]:
     ]
 
 
-def update_rows(updates: Sequence[Update], start: float) -> list[Row]:
+def update_rows(updates: Sequence[Update], start: float, backend: str) -> list[Row]:
     rows: list[Row] = []
     for kind in ("add pod", "remove pod", "relabel pod", "all"):
         some = [u for u in updates if kind in (u.kind + " pod", "all")]
@@ -654,7 +658,8 @@ def update_rows(updates: Sequence[Update], start: float) -> list[Row]:
             "< 10 ms",
             judged(p99(total) < limit),
         ),
-        ("update: of nft, `ip netns exec NS true` alone", f"{ms(start)} ms", "", "(info)"),
+        ("update: nft reached through", backend, "", "(info)"),
+        ("update: `ip netns exec NS true` alone", f"{ms(start)} ms", "", "(info)"),
         (
             "update: elements changed, median / max",
             f"{statistics.median(elements):g} / {elements[-1]:,}",
@@ -757,11 +762,14 @@ def run(args: argparse.Namespace) -> int:
         binary = compile_conn_rate(Path(tmp))
         with bench_lab(plan, Path(tmp)) as processes:
             _, empty, full = (n.netns for n in plan.nodes)  # n0 stays unfiltered
-            apply_ruleset(empty, empty_script)
+            library = False if args.nft_command else None
+            with Nftables(empty, library) as nft:
+                nft.apply(empty_script)
+            nft = Nftables(full, library)  # the node's, as an Enforcer holds it
             loads = []
             for _ in range(args.loads):  # the first into the bare node, then replacing it
                 t0 = time.perf_counter()
-                apply_ruleset(full, ruleset.script)
+                nft.apply(ruleset.script)
                 loads.append(time.perf_counter() - t0)
             iperf = ["iperf3", "-s", "-p", str(pair.port), "--forceflush"]
             serve(processes, plan, iperf, "Server listening")
@@ -771,14 +779,15 @@ def run(args: argparse.Namespace) -> int:
             serve(processes, plan, server, "ready")
             rates, failed = measure_connections(plan, pair, processes, binary, args)
             processes.stop_all()
-            updates = measure_updates(ruleset.program, state, pair, full, args.updates, args.seed)
+            updates = measure_updates(ruleset.program, state, pair, nft, args.updates, args.seed)
+            nft.close()
             start = process_start(full)
 
     rows = [
         *traffic_rows("TCP throughput", throughput, _throughput_text, TARGETS["throughput"]),
         *traffic_rows("new connections", rates, _connections_text, TARGETS["connections"]),
-        *ruleset_rows(ruleset, loads),
-        *(update_rows(updates, start) if updates else []),
+        *ruleset_rows(ruleset, loads, nft.backend),
+        *(update_rows(updates, start, nft.backend) if updates else []),
     ]
     print()
     print_table(rows)
@@ -801,6 +810,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="conn_rate client/server threads")
     parser.add_argument("--loads", type=int, default=3, help="full ruleset loads to time")
     parser.add_argument("--updates", type=int, default=50)
+    parser.add_argument(
+        "--nft-command", action="store_true", help="load with `nft`, not libnftables"
+    )
     args = parser.parse_args(argv)
     try:
         return run(args)

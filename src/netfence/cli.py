@@ -88,9 +88,12 @@ def print_problems(problems: list[Problem]) -> None:
         stderr.print(str(problem), style=style, markup=False)
 
 
-def load_state(paths: list[Path], *, quiet: bool = False) -> ClusterState:
-    """Load and validate; problems go to stderr, invalid objects are left out."""
-    state = ClusterState.build(load_paths(paths))
+def load_state(
+    paths: list[Path], *, quiet: bool = False, fail_closed: bool = False
+) -> ClusterState:
+    """Load and validate; problems go to stderr, invalid objects are left out (or, with
+    `fail_closed`, rejected NetworkPolicies deny all for what they cover)."""
+    state = ClusterState.build(load_paths(paths), fail_closed=fail_closed)
     if not quiet:
         print_problems(state.problems)
     return state
@@ -236,7 +239,7 @@ def compile_cmd(
     ],
 ) -> None:
     """The nftables ruleset netfence would load on one node, for inspection."""
-    state = load_state(paths)
+    state = load_state(paths, fail_closed=True)
     local = [p for p in state.pods if p.node == node]
     if not local:
         stderr.print(

@@ -1,13 +1,24 @@
-"""Loading tables into a real kernel, inside a throw-away `nf-` namespace."""
+"""Loading tables into a real kernel, inside a throw-away `nf-` namespace, through both
+backends (libnftables in a worker thread, the `nft` command)."""
 
 from __future__ import annotations
 
+import os
 import re
+import threading
+from collections.abc import Iterator
 
 import pytest
 
 from netfence.cluster.state import ClusterState
-from netfence.dataplane.apply import ApplyError, apply_ruleset, check_ruleset, list_table
+from netfence.dataplane.apply import (
+    ApplyError,
+    Nftables,
+    apply_ruleset,
+    check_ruleset,
+    default_backend,
+    list_table,
+)
 from netfence.dataplane.compile import compile_node
 from netfence.k8s.loader import load_paths
 from tests.dataplane.test_compile import _place
@@ -17,23 +28,125 @@ def seed_state() -> ClusterState:
     return _place(ClusterState.build(load_paths(["examples/seed"])))
 
 
-def test_seed_table_loads_and_replaces_atomically(netns: str) -> None:
+@pytest.fixture(params=["libnftables", "nft command"])
+def nft(request: pytest.FixtureRequest, netns: str) -> Iterator[Nftables]:
+    """An `Nftables` in the test namespace with each backend; libnftables is required in CI
+    (scripts/setup installs it)."""
+    library = request.param == "libnftables"
+    if library and default_backend() != "libnftables":
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must test the libnftables backend but libnftables.so.1 is missing")
+        pytest.skip("libnftables.so.1 is not installed")
+    with Nftables(netns, library=library) as nft:
+        assert nft.backend == request.param
+        yield nft
+
+
+SET = "table inet netfence {\n\tset s {\n\t\ttype ipv4_addr\n\t}\n}\n"
+
+
+def test_seed_table_loads_and_replaces_atomically(nft: Nftables) -> None:
+    script = compile_node(seed_state(), "n0")
+    nft.check(script)
+    nft.apply(script)
+    first = nft.list_table()
+    assert "10.244.1.10" in first and "chain forward" in first
+    nft.apply(script)  # replacing the table with itself is a no-op in effect
+    assert nft.list_table() == first
+
+
+def test_failed_load_keeps_previous_rules(nft: Nftables) -> None:
+    nft.apply(compile_node(seed_state(), "n0"))
+    before = nft.list_table()
+    broken = compile_node(seed_state(), "n1").replace("type ipv4_addr : mark", "type nonsense", 1)
+    with pytest.raises(ApplyError, match="nft -f -"):
+        nft.apply(broken)
+    assert nft.list_table() == before
+
+
+def test_element_transaction_with_a_bad_second_command_changes_nothing(nft: Nftables) -> None:
+    """The first command is fine on its own; the kernel refuses the second (no such set),
+    and the error names its line."""
+    nft.apply(SET)
+    script = "add element inet netfence s { 10.9.0.1 }\nadd element inet netfence t { 10.9.0.2 }\n"
+    with pytest.raises(ApplyError, match=r"failed in nf-\w+: \S+:2:27-27: Error: "):
+        nft.apply(script)
+    assert nft.list_table() == SET
+    nft.apply(script.splitlines()[0])
+    assert "10.9.0.1" in nft.list_table()
+
+
+def test_check_applies_nothing_and_reports(nft: Nftables) -> None:
+    nft.apply(SET)
+    nft.check("add element inet netfence s { 10.9.0.1 }")
+    assert nft.list_table() == SET
+    with pytest.raises(ApplyError, match=r"nft -c -f - failed.*syntax error"):
+        nft.check("add element inet netfence s { 10.9.0.1 ")
+    with pytest.raises(ApplyError, match="nft list table inet absent failed"):
+        nft.list_table("absent")
+    with pytest.raises(ValueError, match="invalid table name"):
+        nft.list_table("x; flush ruleset")
+
+
+def test_backends_see_the_same_namespace(nft: Nftables, netns: str) -> None:
+    """What one backend loads, the other lists: the worker thread really is in the test
+    namespace (and the calling thread is not moved)."""
+    here = os.readlink("/proc/thread-self/ns/net")
+    nft.apply(SET)
+    assert os.readlink("/proc/thread-self/ns/net") == here
+    for library in (False, None):
+        with Nftables(netns, library=library) as other:
+            assert other.list_table() == SET
+
+
+def test_concurrent_callers_are_serialised(nft: Nftables) -> None:
+    """Many threads share one `Nftables`; every transaction lands exactly once."""
+    nft.apply(SET)
+    count = 16 if nft.backend == "nft command" else 200
+    failures: list[BaseException] = []
+
+    def add(i: int) -> None:
+        try:
+            nft.apply(f"add element inet netfence s {{ 10.9.{i // 250}.{i % 250 + 1} }}")
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    listed = set(re.findall(r"10\.9\.\d+\.\d+", nft.list_table()))
+    assert len(listed) == count
+
+
+def test_missing_namespace_is_an_apply_error(nft: Nftables) -> None:
+    library = nft.backend == "libnftables"
+    with (
+        Nftables("nf-no-such-namespace", library=library) as absent,
+        pytest.raises(ApplyError, match="nf-no-such-namespace"),
+    ):
+        absent.apply(SET)
+
+
+def test_close_stops_the_worker(nft: Nftables) -> None:
+    nft.apply(SET)
+    before = threading.active_count()
+    nft.close()
+    assert threading.active_count() == before - (nft.backend == "libnftables")
+    with pytest.raises(RuntimeError, match="closed"):
+        nft.apply(SET)
+
+
+def test_module_functions_use_a_short_lived_context(netns: str) -> None:
     script = compile_node(seed_state(), "n0")
     check_ruleset(netns, script)
     apply_ruleset(netns, script)
-    first = list_table(netns)
-    assert "10.244.1.10" in first and "chain forward" in first
-    apply_ruleset(netns, script)  # replacing the table with itself is a no-op in effect
-    assert list_table(netns) == first
-
-
-def test_failed_load_keeps_previous_rules(netns: str) -> None:
-    apply_ruleset(netns, compile_node(seed_state(), "n0"))
-    before = list_table(netns)
-    broken = compile_node(seed_state(), "n1").replace("type ipv4_addr : mark", "type nonsense", 1)
-    with pytest.raises(ApplyError, match="nft -f -"):
-        apply_ruleset(netns, broken)
-    assert list_table(netns) == before
+    assert "chain forward" in list_table(netns)
+    before = threading.active_count()
+    apply_ruleset(netns, script)
+    assert threading.active_count() == before  # its worker is gone
 
 
 def test_odd_names_cannot_change_the_ruleset(netns: str, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from netfence.k8s import models
-from netfence.k8s.loader import Loaded, Manifests
+from netfence.k8s.loader import BrokenPolicy, Loaded, Manifests, describe
 from netfence.k8s.validation import (
     NODE_IP_ADDRESS_TYPES,
     duplicate_names,
@@ -81,6 +81,7 @@ class Policy:
     name: str
     spec: models.NetworkPolicySpec
     file: str = ""
+    closed: bool = False  # a stand-in denying all for a rejected policy (fail closed)
 
     @property
     def key(self) -> str:
@@ -134,29 +135,56 @@ class ClusterState:
     nodes: dict[str, Node] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, manifests: Manifests) -> ClusterState:
-        """Validate and index loaded manifests; invalid objects are reported and left out."""
-        state = cls.validated(manifests)
+    def build(cls, manifests: Manifests, *, fail_closed: bool = False) -> ClusterState:
+        """Validate and index loaded manifests; invalid objects are reported and left out
+        (`fail_closed`: rejected NetworkPolicies become deny-all stand-ins, see
+        `validated`)."""
+        state = cls.validated(manifests, fail_closed=fail_closed)
         state.problems.extend(shared_addresses(state.pods))
         return state
 
     @classmethod
-    def validated(cls, manifests: Manifests) -> ClusterState:
+    def validated(cls, manifests: Manifests, *, fail_closed: bool = False) -> ClusterState:
         """`build` without the checks that span the whole cluster (shared addresses): for
         sources whose records are merged with others' in a `ClusterStore`, which runs those
-        checks on its snapshots."""
+        checks on its snapshots.
+
+        `fail_closed` (what enforcement uses; the analysis commands do not): a rejected
+        NetworkPolicy still isolates, in both directions with no rule, the pods its
+        selector was meant to cover (every pod of its namespace when the selector is what
+        is wrong). A typo must not open the pods it was written to protect, and one bad
+        policy does not stop the others from being enforced."""
         problems = list(manifests.problems)
         valid: list[Loaded] = []
+        broken = list(manifests.broken)
         for item in manifests.objects:
             found = validate(item)
             problems.extend(found)
             if all(p.severity == "warning" for p in found):
                 valid.append(item)
+            elif isinstance(item.obj, models.NetworkPolicy):
+                bad = [p.path or "" for p in found if p.severity == "error"]
+                touched = any(path.startswith("spec.podSelector") for path in bad)
+                broken.append(
+                    BrokenPolicy(
+                        item.namespace,
+                        item.name,
+                        None if touched else item.obj.spec.pod_selector,
+                        item.file,
+                    )
+                )
         duplicates, rejected = duplicate_names(valid)
         problems.extend(duplicates)
         valid = [item for item in valid if id(item) not in rejected]
         problems.extend(priority_conflicts(valid))
-        return cls.from_objects((item.obj for item in valid), problems, files=valid)
+        state = cls.from_objects((item.obj for item in valid), problems, files=valid)
+        if fail_closed:
+            for policy in broken:
+                state.policies.append(_closed(policy))
+                state.problems.append(_closed_problem(policy))
+                if policy.namespace not in state.namespaces:
+                    state.namespaces[policy.namespace] = namespace_record(policy.namespace, {})
+        return state
 
     @classmethod
     def from_objects(
@@ -365,3 +393,26 @@ def _workload_pods(workload: models.Workload, namespace: str, file: str) -> list
         )
         for i in range(replicas)
     ]
+
+
+def _closed(policy: BrokenPolicy) -> Policy:
+    spec = models.NetworkPolicySpec(
+        pod_selector=policy.pod_selector or models.LabelSelector(),
+        policy_types=["Ingress", "Egress"],
+    )
+    return Policy(policy.namespace, policy.name, spec, policy.file, closed=True)
+
+
+def _closed_problem(policy: BrokenPolicy) -> Problem:
+    covered = (
+        "the pods it selects"
+        if policy.pod_selector is not None
+        else f"every pod of namespace {policy.namespace} (its podSelector is unreadable)"
+    )
+    return Problem(
+        "warning",
+        f"rejected, so enforcement fails closed: {covered} get no traffic until it is fixed",
+        file=policy.file,
+        obj=describe("NetworkPolicy", policy.namespace, policy.name),
+        code="fails-closed",
+    )

@@ -18,7 +18,7 @@ from typing import Literal
 
 from netfence.cluster.state import ClusterState, Namespace, Pod
 from netfence.dataplane import conntrack
-from netfence.dataplane.apply import ApplyError, apply_ruleset
+from netfence.dataplane.apply import ApplyError, Nftables
 from netfence.dataplane.compile import render_changes, render_table
 from netfence.dataplane.program import NodeProgram
 from netfence.policy.ipranges import IPNetwork
@@ -60,6 +60,9 @@ class Enforcer:
         pod_cidrs: Sequence[IPNetwork] = (),
     ) -> None:
         self.netns = netns
+        # One nft context in the namespace for the enforcer's life: a pod update then costs
+        # no process start (see dataplane/apply.py).
+        self.nft = Nftables(netns)
         self.pod_cidrs = tuple(pod_cidrs)
         self.node = node
         self.node_addresses = node_addresses
@@ -102,7 +105,7 @@ class Enforcer:
         if not script:
             return Applied("unchanged", 0, time.perf_counter() - start, 0)
         try:
-            apply_ruleset(self.netns, script)
+            self.nft.apply(script)
         except ApplyError:  # drifted: replace the whole table
             return self._finish("table", self._load_table(self.program), start, sweep)
         return self._finish("elements", script, start, sweep)
@@ -128,6 +131,6 @@ class Enforcer:
     def _load_table(self, program: NodeProgram) -> str:
         script = render_table(program)
         self.program = None  # unknown until the load succeeds
-        apply_ruleset(self.netns, script)
+        self.nft.apply(script)
         self.program = program
         return script

@@ -28,6 +28,7 @@ from netfence.k8s.models import (
     BaselineAdminNetworkPolicy,
     ClusterNetworkPolicy,
     K8sObject,
+    LabelSelector,
     Namespace,
     NetworkPolicy,
     Node,
@@ -79,10 +80,24 @@ class Loaded:
         return describe(self.kind, self.namespace, self.name)
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenPolicy:
+    """What can be read of a NetworkPolicy that is rejected: enough for the dataplane to
+    fail closed for the pods it was meant to cover (see `ClusterState.validated`).
+
+    `pod_selector` None: unreadable, so every pod of the namespace is covered."""
+
+    namespace: str
+    name: str
+    pod_selector: LabelSelector | None
+    file: str
+
+
 @dataclass
 class Manifests:
     objects: list[Loaded] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    broken: list[BrokenPolicy] = field(default_factory=list)  # NetworkPolicies, rejected
 
 
 def describe(kind: str, namespace: str, name: str) -> str:
@@ -238,10 +253,15 @@ def _load_object(raw: dict[str, Any], file: str, result: Manifests) -> None:
             else (namespace if isinstance(namespace, str) else "default"),
             name if isinstance(name, str) else "",
         )
+        errors = shape_errors(exc)
         result.problems.extend(
             Problem("error", message, file=file, obj=ident, path=path, code="invalid-shape")
-            for path, message in shape_errors(exc)
+            for path, message in errors
         )
+        if kind == "NetworkPolicy":
+            result.broken.append(
+                broken_policy(raw, file, [path for path, _ in errors], namespace, name)
+            )
         return
     loaded = Loaded(obj, file)
     result.objects.append(loaded)
@@ -344,3 +364,24 @@ def field_path(loc: Iterable[int | str]) -> str:
         else:
             text += f"[{json.dumps(part)}]"
     return text
+
+
+def broken_policy(
+    raw: dict[str, Any], file: str, bad_paths: Sequence[str], namespace: object, name: object
+) -> BrokenPolicy:
+    """The readable part of a rejected NetworkPolicy: its namespace, name and, unless the
+    problems touch it, its pod selector."""
+    selector: LabelSelector | None = None
+    if not any(path.startswith("spec.podSelector") or path == "spec" for path in bad_paths):
+        spec = raw.get("spec")
+        try:
+            found = (spec or {}).get("podSelector") if isinstance(spec, dict) else None
+            selector = LabelSelector.model_validate(found or {})
+        except ValidationError:
+            selector = None
+    return BrokenPolicy(
+        namespace if isinstance(namespace, str) and namespace else "default",
+        name if isinstance(name, str) else "",
+        selector,
+        file,
+    )

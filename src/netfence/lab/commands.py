@@ -54,7 +54,7 @@ def _note(message: str) -> None:
 
 
 def _load(paths: list[Path], quiet: bool = False) -> ClusterState:
-    state = ClusterState.build(load_paths(paths))
+    state = ClusterState.build(load_paths(paths), fail_closed=True)
     if not quiet:
         for problem in state.problems:
             style = "red" if problem.severity == "error" else "yellow"

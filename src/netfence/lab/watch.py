@@ -277,7 +277,7 @@ def probe_lab(name: str, wait: bool = False) -> tuple[list[Comparison], float]:
     `wait`: wait for the lab lock instead of failing when another command holds it."""
     with _lock_when_free(name) if wait else netns.locked(name):
         plan = netns.load_plan(name)
-        state = ClusterState.build(load_paths([netns.manifests_dir(name)]))
+        state = ClusterState.build(load_paths([netns.manifests_dir(name)]), fail_closed=True)
         start = time.monotonic()
         results = run_probes(plan_probes(plan))
         seconds = time.monotonic() - start

@@ -124,7 +124,7 @@ class FilesSource:
                 code="no-such-path",
             )
             return _Contents(held, (gone,))
-        state = ClusterState.validated(self._files.read())
+        state = ClusterState.validated(self._files.read(), fail_closed=True)
         return _Contents(
             {
                 "Namespace": dict(state.namespaces),

@@ -345,7 +345,7 @@ def project(kind: Kind, raw: Any) -> tuple[str, Record | None, tuple[Problem, ..
     """An API object as its key, its record (None when it is invalid) and its problems."""
     if not isinstance(raw, dict):
         raise _Failed(f"a {kind} that is not an object")
-    state = ClusterState.validated(load_objects([{**raw, "kind": kind}]))
+    state = ClusterState.validated(load_objects([{**raw, "kind": kind}]), fail_closed=True)
     found: list[Record]
     if kind == "Pod":
         found = list(state.pods)
