@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, Namespace
+from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, Namespace, Policy
 from netfence.k8s.loader import load_text
 from netfence.sources.changes import Change
 from netfence.sources.kube import Backoff, KubeSource, _Held, project
@@ -52,8 +52,9 @@ def test_a_namespace_carries_its_name_label() -> None:
     )
 
 
-def test_a_policy_this_netfence_cannot_read_is_left_out_with_the_file_problem() -> None:
-    """A newer API server may return a field netfence does not know: reject, do not guess."""
+def test_a_policy_this_netfence_cannot_read_fails_closed_with_the_file_problem() -> None:
+    """A newer API server may return a field netfence does not know: reject, do not guess,
+    and enforce it closed: the pods it selects are isolated with no rule."""
     manifest = """
 metadata: {name: p, namespace: shop}
 spec:
@@ -61,12 +62,17 @@ spec:
   ingress: [{from: [{podSelector: {}}], newPeerKind: {}}]
 """
     key, record, problems = project("NetworkPolicy", yaml.safe_load(manifest))
-    expected = ClusterState.build(load_text("kind: NetworkPolicy\n" + manifest, file="")).problems
-    assert (key, record) == ("shop/p", None)
+    expected = ClusterState.build(
+        load_text("kind: NetworkPolicy\n" + manifest, file=""), fail_closed=True
+    ).problems
+    assert key == "shop/p"
+    assert isinstance(record, Policy) and record.closed
+    assert not record.spec.ingress and record.spec.policy_types == ["Ingress", "Egress"]
     assert list(problems) == expected
-    assert [(p.obj, p.path, p.severity) for p in problems] == [
+    assert [(p.obj, p.path, p.severity) for p in problems if p.severity == "error"] == [
         ("NetworkPolicy shop/p", "spec.ingress[0].newPeerKind", "error")
     ]
+    assert [p.code for p in problems if p.severity == "warning"] == ["fails-closed"]
 
 
 def test_backoff_doubles_up_to_its_cap_with_jitter() -> None:

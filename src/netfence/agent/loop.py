@@ -113,10 +113,15 @@ class Agent:
                 continue
             try:
                 applied, enforced_at = await asyncio.to_thread(self._enforce, changed)
-            except (ApplyError, OSError, subprocess.SubprocessError) as exc:
+            except Exception as exc:  # the loop must outlive any one failure
                 self._retry = True
-                self.metrics.errors.labels("apply").inc()
-                _event(logging.ERROR, "enforce failed; previous table stays", error=str(exc))
+                kind = "apply" if isinstance(exc, ApplyError) else "internal"
+                self.metrics.errors.labels(kind).inc()
+                _event(
+                    logging.ERROR,
+                    "enforce failed; previous table stays",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
                 continue
             self._retry = False
             self._observe(applied, since, enforced_at)

@@ -47,6 +47,8 @@ DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
 _ID_BITS = 0x7FFF_FFFF
 
 Ports = tuple[ContainerPort, ...]
+Where = IPAddress | tuple[str, str]  # a peer's address, or a range (first, last) of texts
+Matched = tuple[frozenset[str], Ports]  # every rule a peer matches, and its ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +83,16 @@ class _Ids:
         self.key_of: dict[int, Hashable] = {}
         self.refs: Counter[Hashable] = Counter()
 
-    def acquire(self, key: Hashable, text: str) -> tuple[int, bool]:
-        """The key's id, and whether the key just came alive."""
+    def acquire(self, key: Hashable, text: Callable[[], str]) -> tuple[int, bool]:
+        """The key's id, and whether the key just came alive (`text` names a new key)."""
         self.refs[key] += 1
         found = self.id_of.get(key)
         if found is not None:
             return found, False
+        name = text()
         probe = 0
         while True:
-            value = self.tag | (_hash(f"{self.salt}|{probe}|{text}") & _ID_BITS)
+            value = self.tag | (_hash(f"{self.salt}|{probe}|{name}") & _ID_BITS)
             if value & _ID_BITS and value not in self.key_of:
                 break
             probe += 1
@@ -167,7 +170,7 @@ class _ConnTags:
         self.ports = ports
 
     def acquire(self, conns: Conns) -> int:
-        tag, new = self.ids.acquire(conns, str(conns))
+        tag, new = self.ids.acquire(conns, conns.__str__)
         if new:
             for element in _port_elements(tag, conns):
                 self.ports.set(element, True)
@@ -204,7 +207,7 @@ class _Rules:
         self.direction = direction
         self.namespaces = namespaces
         self._candidates: dict[str, list[tuple[str, PodPeer]]] = {}
-        self._by_labels: dict[tuple[str, frozenset[tuple[str, str]]], frozenset[str]] = {}
+        self._by_labels: dict[tuple[str, tuple[tuple[str, str], ...]], frozenset[str]] = {}
         self.by_text: dict[str, Rule] = {}
         self.of_policy: dict[str, frozenset[str]] = {}
         self.named: dict[str, bool] = {}  # policy key -> some rule names a port
@@ -236,7 +239,7 @@ class _Rules:
 
     def of_pod(self, pod: Pod) -> frozenset[str]:
         """The rules whose pod peers match the pod (cached per namespace and labels)."""
-        key = (pod.namespace, frozenset(pod.labels.items()))
+        key = (pod.namespace, tuple(sorted(pod.labels.items())))  # smaller than a frozenset
         found = self._by_labels.get(key)
         if found is None:
             found = self._by_labels[key] = frozenset(
@@ -318,12 +321,14 @@ class Side:
         self._columns = _Ids(f"{self.peer.name}")
         self.relevant: Counter[str] = Counter()  # policy -> local rows it is part of
         self._relevant_rules: frozenset[str] = frozenset()
-        self._column_keys: dict[tuple[frozenset[str], Ports], ColumnKey] = {}
+        self._column_keys: dict[Matched, ColumnKey] = {}
         self.row_of: dict[IPAddress, RowKey] = {}
-        self.column_of: dict[IPAddress | tuple[str, str], ColumnKey] = {}  # placed ones
-        # every rule each address or range matches, relevant or not
-        self.matched: dict[IPAddress | tuple[str, str], tuple[frozenset[str], Ports]] = {}
-        self._matching: dict[str, set[IPAddress | tuple[str, str]]] = defaultdict(set)
+        self.column_of: dict[Where, ColumnKey] = {}  # placed ones
+        # every rule each address or range matches, relevant or not; addresses are grouped
+        # by what they match (a few thousand groups for 10,000 pods, one shared tuple each;
+        # an index from rule to addresses would list every address under "to 0.0.0.0/0")
+        self.matched: dict[Where, Matched] = {}
+        self._sharing: dict[Matched, tuple[Matched, set[Where]]] = {}
         self._row_pairs: dict[RowKey, dict[ColumnKey, int]] = {}
         self._column_pairs: dict[ColumnKey, set[RowKey]] = defaultdict(set)
         self._rows_with_policy: dict[str, set[RowKey]] = defaultdict(set)
@@ -340,10 +345,10 @@ class Side:
         named = self.direction == "ingress" and any(self.rules.named[p] for p in policies)
         return RowKey(policies, _sorted_ports(pod.ports) if named else ())
 
-    def pod_matches(self, pod: Pod, ip: IPAddress) -> tuple[frozenset[str], Ports]:
+    def pod_matches(self, pod: Pod, ip: IPAddress) -> Matched:
         return (self.peers.of_pod(pod, ip), _sorted_ports(pod.ports))
 
-    def column_key(self, matched: tuple[frozenset[str], Ports]) -> ColumnKey:
+    def column_key(self, matched: Matched) -> ColumnKey:
         found = self._column_keys.get(matched)
         if found is None:
             rules = matched[0] & self._relevant_rules
@@ -360,7 +365,7 @@ class Side:
         if old == key:
             return
         if key is not None:
-            row, new = self._rows.acquire(key, _key_text(key))
+            row, new = self._rows.acquire(key, lambda: _key_text(key))
             if new:
                 self._add_row(key, row)
             self.own.set(ip, row)
@@ -375,24 +380,19 @@ class Side:
             if freed is not None:
                 self._drop_row(old, freed)
 
-    def place_column(
-        self, where: IPAddress | tuple[str, str], matched: tuple[frozenset[str], Ports] | None
-    ) -> None:
+    def place_column(self, where: Where, matched: Matched | None) -> None:
         """Set (or, with None, remove) the column of an address or of a range (lo, hi).
 
         A column no relevant rule matches pairs with nothing, and an address whose column is
         that of its range is found there: neither needs an element."""
         before = self.matched.get(where)
         if before is not None and before != matched:
-            for rule in before[0]:
-                self._matching[rule].discard(where)
+            self._leave(before, where)
         if matched is None:
             self.matched.pop(where, None)
             key = None
         else:
-            if before != matched:
-                for rule in matched[0]:
-                    self._matching[rule].add(where)
+            matched = self._join(matched, where) if before != matched else before
             self.matched[where] = matched
             key = self.column_key(matched)
             if not key.rules or (
@@ -405,7 +405,7 @@ class Side:
         if old == key:
             return
         if key is not None:
-            column, new = self._columns.acquire(key, _key_text(key))
+            column, new = self._columns.acquire(key, lambda: _key_text(key))
             if new:
                 self._add_column(key, column)
             target.set(where, column)
@@ -417,6 +417,20 @@ class Side:
             freed = self._columns.release(old)
             if freed is not None:
                 self._drop_column(old, freed)
+
+    def _join(self, matched: Matched, where: Where) -> Matched:
+        """Add `where` to the group of its matches; returns the group's shared tuple."""
+        group = self._sharing.get(matched)
+        if group is None:
+            group = self._sharing[matched] = (matched, set())
+        group[1].add(where)
+        return group[0]
+
+    def _leave(self, matched: Matched, where: Where) -> None:
+        members = self._sharing[matched][1]
+        members.discard(where)
+        if not members:
+            del self._sharing[matched]
 
     def refresh_relevance(self) -> None:
         """When policies start or stop selecting a pod here, the rules that tell columns
@@ -430,7 +444,12 @@ class Side:
         self._relevant_rules = rules
         self._column_keys.clear()
         # Only what some changed rule matches gets another key.
-        affected = set().union(*(self._matching.get(rule, ()) for rule in changed))
+        affected = [
+            where
+            for matched, members in self._sharing.values()
+            if not changed.isdisjoint(matched[0])
+            for where in members
+        ]
         for where in affected:
             self.place_column(where, self.matched[where])
 

@@ -10,6 +10,13 @@ Only files that changed are parsed again: a file is reused while its size, inode
 unchanged and it was last written well before it was read (a write within the same clock tick
 as the read is caught by comparing contents, as git does with "racy" timestamps).
 
+Pods are kept validated and projected, not parsed: a parsed Pod is several KB of pydantic
+models against a few hundred bytes for its record, so at 10,000 pods the parsed objects were
+most of the agent's memory. Everything else (namespaces, policies, workloads: few, and a
+policy's record holds its spec anyway) is kept parsed and goes through
+`ClusterState.validated` on every read; the Pods' part of it (their own API-server verdict,
+duplicate names among Pods, the namespaces they imply) is applied to the kept records.
+
 Two failures must not open pods to traffic their policies forbid: a file that cannot be parsed
 (say, caught half-written) keeps the objects it held before, and a folder that disappears keeps
 the state it last had (its watch is renewed when it is back); both are reported as problems.
@@ -21,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import pickle
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +46,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from netfence.cluster.state import ClusterState
-from netfence.k8s.loader import MANIFEST_SUFFIXES, Manifests, load_paths, manifest_files
+from netfence.cluster.state import ClusterState, Pod, namespace_record
+from netfence.k8s import models
+from netfence.k8s.loader import MANIFEST_SUFFIXES, Loaded, Manifests, load_paths, manifest_files
+from netfence.k8s.validation import duplicate_names, validate
 from netfence.problems import Problem
 from netfence.sources.changes import Kind, Record, SourceError, Update, differences
 
@@ -124,7 +135,7 @@ class FilesSource:
                 code="no-such-path",
             )
             return _Contents(held, (gone,))
-        state = ClusterState.validated(self._files.read(), fail_closed=True)
+        state = self._files.read()
         return _Contents(
             {
                 "Namespace": dict(state.namespaces),
@@ -167,11 +178,78 @@ class _Handler(FileSystemEventHandler):
 
 
 @dataclass(frozen=True, slots=True)
+class _Pod:
+    """A Pod of a file as `ClusterState.validated` would treat it, without the parsed object."""
+
+    namespace: str
+    name: str
+    file: str
+    problems: tuple[Problem, ...]  # the API server's verdict on the pod
+    record: Pod | None  # None: rejected
+
+    @classmethod
+    def of(cls, item: Loaded) -> _Pod:
+        problems = tuple(validate(item))
+        accepted = all(p.severity == "warning" for p in problems)
+        record = ClusterState.from_objects([item.obj], files=[item]).pods[0] if accepted else None
+        return cls(item.namespace, item.name, item.file, problems, record)
+
+    def stand_in(self) -> Loaded:
+        """The pod for the duplicate-name check, which reads only kind, namespace, name."""
+        meta = models.ObjectMeta(name=self.name, namespace=self.namespace)
+        return Loaded(models.Pod(metadata=meta), self.file)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    manifests: Manifests  # all but the Pods
+    pods: tuple[_Pod, ...]
+
+
+def _parse(file: Path) -> _Parsed:
+    """The file's objects, compacted: what is kept of a big file is allocated in between the
+    parse's garbage (YAML nodes, pydantic models), and those few objects keep CPython's
+    arenas, hence the process's memory, from being freed afterwards (at 10,000 pods: ~170
+    MiB held for ~35 MiB of records). Copied through pickle once the garbage is gone, they
+    fill fresh arenas and the old ones go back to the system (~100 MiB)."""
+    blob = pickle.dumps(_objects(file))  # the parse's garbage is freed on return
+    kept: _Parsed = pickle.loads(blob)
+    return kept
+
+
+def _objects(file: Path) -> _Parsed:
+    loaded = load_paths([file])
+    pods = tuple(_Pod.of(item) for item in loaded.objects if isinstance(item.obj, models.Pod))
+    loaded.objects = [item for item in loaded.objects if not isinstance(item.obj, models.Pod)]
+    return _Parsed(loaded, pods)
+
+
+def _validated(manifests: Manifests, pods: list[_Pod]) -> ClusterState:
+    """`ClusterState.validated` (failing closed) of the manifests and the kept pods."""
+    state = ClusterState.validated(manifests, fail_closed=True)
+    state.problems.extend(p for pod in pods for p in pod.problems)
+    valid = [pod for pod in pods if pod.record is not None]
+    # Only pods sharing a name can be duplicates: the check sees just those, in order.
+    names = Counter((pod.namespace, pod.name) for pod in valid)
+    shared = [pod for pod in valid if names[(pod.namespace, pod.name)] > 1]
+    stand_ins = [pod.stand_in() for pod in shared]
+    duplicates, rejected = duplicate_names(stand_ins)
+    state.problems.extend(duplicates)
+    dropped = {id(pod) for pod, item in zip(shared, stand_ins, strict=True) if id(item) in rejected}
+    for pod in valid:
+        if pod.record is not None and id(pod) not in dropped:
+            state.pods.append(pod.record)
+            if pod.namespace not in state.namespaces:
+                state.namespaces[pod.namespace] = namespace_record(pod.namespace, {})
+    return state
+
+
+@dataclass(frozen=True, slots=True)
 class _Cached:
     stamp: tuple[int, int, int]  # mtime, size, inode
     read_at: int  # time.time_ns() just before the file was read
     digest: bytes
-    manifests: Manifests
+    parsed: _Parsed
 
 
 class _Files:
@@ -181,19 +259,22 @@ class _Files:
         self.folder = folder
         self._cache: dict[Path, _Cached] = {}
 
-    def read(self) -> Manifests:
+    def read(self) -> ClusterState:
         files, problems = manifest_files([self.folder])
         result = Manifests(problems=problems)
+        pods: list[_Pod] = []
         cache: dict[Path, _Cached] = {}
         for file in files:
             entry = self._file(file, self._cache.get(file))
             if entry is None:
                 continue  # removed since it was listed; its removal is another event
             cache[file] = entry
-            result.objects.extend(entry.manifests.objects)
-            result.problems.extend(entry.manifests.problems)
+            result.objects.extend(entry.parsed.manifests.objects)
+            result.problems.extend(entry.parsed.manifests.problems)
+            result.broken.extend(entry.parsed.manifests.broken)
+            pods.extend(entry.parsed.pods)
         self._cache = cache
-        return result
+        return _validated(result, pods)
 
     def _file(self, file: Path, cached: _Cached | None) -> _Cached | None:
         read_at = time.time_ns()
@@ -206,8 +287,9 @@ class _Files:
         except OSError:
             return None
         if cached and cached.digest == digest:
-            return _Cached(stamp, read_at, digest, cached.manifests)
-        loaded = load_paths([file])
+            return _Cached(stamp, read_at, digest, cached.parsed)
+        parsed = _parse(file)
+        loaded = parsed.manifests
         if cached and any(p.code in _UNPARSABLE for p in loaded.problems):
             kept = Problem(
                 "warning",
@@ -216,6 +298,10 @@ class _Files:
                 code="kept-last-good",
             )
             # Keep the old digest: the next change of the file is parsed again.
-            loaded = Manifests(cached.manifests.objects, [*loaded.problems, kept])
-            return _Cached(stamp, read_at, cached.digest, loaded)
-        return _Cached(stamp, read_at, digest, loaded)
+            old = cached.parsed
+            problems = [*loaded.problems, kept]
+            parsed = _Parsed(
+                Manifests(old.manifests.objects, problems, old.manifests.broken), old.pods
+            )
+            return _Cached(stamp, read_at, cached.digest, parsed)
+        return _Cached(stamp, read_at, digest, parsed)
