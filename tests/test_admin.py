@@ -552,6 +552,26 @@ def test_cluster_network_policy_tiers_actions_and_protocols() -> None:
     )
 
 
+def test_pass_in_the_baseline_tier_hands_the_port_to_the_default_allow() -> None:
+    baseline = cnp(
+        "baseline",
+        "Baseline",
+        5,
+        f"""
+        {SUBJECT_X}
+        ingress:
+        - action: Pass
+          {FROM_Y}
+          protocols: [{{tcp: {{destinationPort: {{number: 80}}}}}}]
+        - {{action: Deny, from: [{EVERYONE}]}}
+        """,
+    )
+    state = cluster(baseline)
+    assert_conns(state, {("y/a", "x/a"): "TCP 80", ("z/a", "x/a"): NONE, ("x/a", "y/a"): ALL})
+    text, _ = _explain(state, "y/a", "x/a", "80/TCP")
+    assert "80/TCP: allowed: no rule decides it (allowed by default), passed on by" in text
+
+
 def test_admin_network_policy_and_cluster_network_policy_share_the_admin_tier() -> None:
     old = anp("old", 20, f"{SUBJECT_X}\ningress:\n- {{action: Allow, {FROM_Y}}}")
     new = cnp("new", "Admin", 10, f"{SUBJECT_X}\ningress:\n- {{action: Deny, {FROM_Y}}}")
@@ -638,7 +658,11 @@ def test_side_conns_decides_from_selecting_policies_and_matched_rules() -> None:
     assert str(side_conns("ingress", without_np, set(), x_a.ports)) == ALL
 
 
-def test_matrix_equals_engine_and_marks_tier_subjects_isolated() -> None:
+@pytest.mark.parametrize("chunk", [1, 512])
+def test_matrix_equals_engine_and_marks_tier_subjects_isolated(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("netfence.policy.matrix._CHUNK_ROWS", chunk)  # rows finished in parts
     state = cluster(PASS_Y, DENY_Y_LATER, NP_X_ALLOW_FROM_Y, BANP_DENY_ALL_INGRESS)
     matrix = ClusterMatrix(state)
     engine = Engine(state)
@@ -1006,6 +1030,33 @@ def test_lint_reports_what_cannot_match() -> None:
         if problem.path.startswith("spec."):
             assert problem.obj == "AdminNetworkPolicy lintme"
             assert problem.file == "test.yaml"
+
+
+def test_lint_reports_shadowed_rules() -> None:
+    allow_80 = f"{{action: Allow, {FROM_Y}, ports: [{{portNumber: {{protocol: TCP, port: 80}}}}]}}"
+    first = anp(
+        "first",
+        10,
+        f"""
+        {SUBJECT_X}
+        ingress:
+        - {{action: Deny, {FROM_Y}}}
+        - {allow_80}
+        - {{action: Allow, from: [{{namespaces: {{matchLabels: {{ns: z}}}}}}]}}
+        """,
+    )
+    later = anp("later", 20, one_rule(allow_80, SUBJECT_X))
+    found = {(p.obj, p.path) for p in lint(cluster(first, later)) if p.code == "rule-shadowed"}
+    assert found == {
+        ("AdminNetworkPolicy first", "spec.ingress[1]"),  # after the Deny of everything from y
+        ("AdminNetworkPolicy later", "spec.ingress[0]"),  # after the priority-10 policy
+    }
+    # With the Deny on UDP only, both Allow rules take TCP 80 somewhere: nothing to report.
+    narrower = first.replace(
+        f"{{action: Deny, {FROM_Y}}}",
+        f"{{action: Deny, {FROM_Y}, ports: [{{portNumber: {{protocol: UDP, port: 80}}}}]}}",
+    )
+    assert not [p for p in lint(cluster(narrower)) if p.code == "rule-shadowed"]
 
 
 def _write(folder: Path, *docs: str) -> Path:

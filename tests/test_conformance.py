@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT.parent / "shared" / "conformance" / "run"
 DISPUTES = Path(__file__).with_name("conformance-disputes.txt")
 LINE = re.compile(r"^(PASS|FAIL|ERROR) (\S+)$")
-GROUPS = ["networkpolicy"]
+GROUPS = ["networkpolicy", "adminnetworkpolicy"]
 
 
 def disputes() -> dict[str, str]:

@@ -1215,12 +1215,13 @@ class Oracle:
         baseline = self.tier_rules(pod, peer, direction, dst, "Baseline")
         result: ConnSet = set()
         for port in self.all:
+            # No matching rule in a tier is a Pass; after the baseline, everything is allowed.
             decision = next((action for action, ports in admin if port in ports), "Pass")
             if decision == "Pass" and isolated:
                 decision = "Allow" if port in allowed else "Deny"
             elif decision == "Pass":
-                decision = next((action for action, ports in baseline if port in ports), "Allow")
-            if decision in ("Allow", "Accept"):
+                decision = next((action for action, ports in baseline if port in ports), "Pass")
+            if decision != "Deny":
                 result.add(port)
         return result
 
@@ -1498,6 +1499,26 @@ FIELDS = [
     "controller",
     "items",
     "podselector",
+    "subject",
+    "priority",
+    "tier",
+    "action",
+    "namespaces",
+    "pods",
+    "nodes",
+    "networks",
+    "domainNames",
+    "portNumber",
+    "portRange",
+    "namedPort",
+    "start",
+    "end",
+    "protocols",
+    "tcp",
+    "destinationPort",
+    "number",
+    "addresses",
+    "address",
 ]
 STRINGS = [
     "",
@@ -1511,6 +1532,12 @@ STRINGS = [
     "NotIn",
     "Exists",
     "Gt",
+    "Allow",
+    "Deny",
+    "Pass",
+    "Accept",
+    "Admin",
+    "Baseline",
     "Ingress",
     "Egress",
     "http",
@@ -1537,6 +1564,10 @@ STRINGS = [
     "kube-system",
 ]
 KINDS = [
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "ClusterNetworkPolicy",
+    "Node",
     "NetworkPolicy",
     "Pod",
     "Namespace",
@@ -1600,7 +1631,7 @@ def mutate(draw: st.DrawFn, node: Any, depth: int = 0) -> Any:
 
 @st.composite
 def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
-    cluster = draw(clusters())
+    cluster = draw(clusters(tiers=True))
     doc = draw(st.sampled_from(cluster.docs))
     mutated = mutate(draw, doc)
     return (

@@ -122,7 +122,7 @@ def _rule_title(exp: Explanation, c: Contribution) -> str:
 _DECIDES = {
     "Allow": "  <- allows the port",
     "Deny": "  <- denies the port",
-    "Pass": "  <- passes the port to the NetworkPolicy tier",
+    "Pass": "  <- passes the port on (to NetworkPolicy, or else the baseline)",
 }
 
 
@@ -133,33 +133,42 @@ def _mark(exp: Explanation, side: DirectionVerdict, c: Contribution) -> str:
     if port not in c.conns:
         return "  (other ports)"
     if port in c.decided:
+        if c.action == "Pass" and c.tier == "baseline":
+            return "  <- passes the port to the default (allowed)"
         return _DECIDES[c.action]
     if c.tier == "networkpolicy" or (c.tier == "baseline" and side.np_isolated):
         return "  (the admin tier decided the port)"
     return "  (an earlier rule decided the port)"
 
 
-def deciding(side: DirectionVerdict, port: tuple[str, int]) -> str:
-    """One line: what decided `port` on this side, naming tier, policy and rule."""
+def deciding(side: DirectionVerdict, port: tuple[str, int]) -> tuple[bool, str]:
+    """What decided `port` on this side: (True, the rule, with tier and action) when a rule
+    did, else (False, why no rule did)."""
     protocol, number = port
-    word = "allowed" if port in side.allowed else "denied"
     if not side.applies:
-        return "allowed: policies govern pods only"
+        return False, "policies govern pods only"
     passed = next((c for c in side.contributions if c.action == "Pass" and port in c.decided), None)
     after = f", passed on by {passed.provenance}" if passed is not None else ""
     by = side.decided_by(protocol, number)
-    if by is not None and by.tier != "networkpolicy":
-        return f"{word} by {by.provenance} ({by.tier} tier, {by.action}){after}"
+    if by is not None:
+        how = f"{by.tier} tier, {by.action}" if by.tier != "networkpolicy" else "NetworkPolicy tier"
+        return True, f"{by.provenance} ({how}){after}"
     if side.np_isolated:
         policies = [
             k for k, t in zip(side.isolating, side.tiers, strict=True) if t == "networkpolicy"
         ]
-        if by is not None:
-            return f"{word} by {by.provenance} (NetworkPolicy tier){after}"
-        return (
-            f"{word}: isolated by NetworkPolicy {', '.join(policies)} and no rule allows it{after}"
+        return False, (
+            f"isolated by {', '.join(policies)} and no rule allows {number}/{protocol} "
+            f"for this peer{after}"
         )
-    return f"{word}: no rule decides it (allowed by default){after}"
+    return False, f"no rule decides it (allowed by default){after}"
+
+
+def decision_text(side: DirectionVerdict, port: tuple[str, int]) -> str:
+    """`allowed by <rule> (<tier>)`, `denied: isolated by ...`: the side's answer for a port."""
+    by_rule, reason = deciding(side, port)
+    word = "allowed" if port in side.allowed else "denied"
+    return f"{word} by {reason}" if by_rule else f"{word}: {reason}"
 
 
 def _side_lines(exp: Explanation, side: DirectionVerdict, subject: Endpoint) -> list[str]:
@@ -195,7 +204,7 @@ def _side_lines(exp: Explanation, side: DirectionVerdict, subject: Endpoint) -> 
                 lines.append(f"      {describe_rule(rule)}")
     lines.append(f"  allowed on this side: {side.allowed}")
     if exp.port is not None:
-        lines.append(f"  {exp.port[1]}/{exp.port[0]}: {deciding(side, exp.port)}")
+        lines.append(f"  {exp.port[1]}/{exp.port[0]}: {decision_text(side, exp.port)}")
     return lines
 
 
@@ -215,7 +224,7 @@ def render_text(exp: Explanation) -> str:
     if exp.port is not None and not exp.allowed:
         blocking = [s for s in (v.egress, v.ingress) if s.applies and exp.port not in s.allowed]
         for side in blocking:
-            lines.append(f"{side.direction} decides: {deciding(side, exp.port)}")
+            lines.append(f"denied by {side.direction}: {deciding(side, exp.port)[1]}")
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +252,7 @@ def _side_dict(exp: Explanation, side: DirectionVerdict) -> dict[str, object]:
         ],
     }
     if exp.port is not None:
-        result["decision"] = deciding(side, exp.port)
+        result["decision"] = decision_text(side, exp.port)
     return result
 
 

@@ -83,7 +83,8 @@ class _Linter:
 
     def tier_policy(self, policy: TierPolicy) -> None:
         """Cluster-wide policies: subjects and peers that match nothing, what cannot be
-        evaluated from manifests, and named ports that can never match."""
+        evaluated from manifests, named ports that can never match, and rules that earlier
+        rules shadow (order decides there, so a shadowed rule is dead, not redundant)."""
         if not self.matrix.targets(policy).size:
             self.warn(
                 policy,
@@ -100,6 +101,15 @@ class _Linter:
                 path = f"spec.{direction}[{i}]"
                 self.tier_peers(policy, rule, direction, path)
                 self.tier_named_ports(policy, rule, compiled, direction, path)
+                if self.matrix.tier_rule_takes.get(compiled.provenance) is False:
+                    self.warn(
+                        policy,
+                        path,
+                        "never takes effect: for every pod and peer it matches, rules evaluated "
+                        "before it (earlier in this policy, or in policies of lower priority "
+                        "values) already decide all of its ports",
+                        "rule-shadowed",
+                    )
 
     def tier_peers(
         self, policy: TierPolicy, rule: ClusterPolicyRule, direction: Direction, path: str

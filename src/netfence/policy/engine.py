@@ -98,15 +98,18 @@ def decide_side(
        first matching rule decides (Allow, Deny), or Pass hands the port to the next tier;
     2. if a NetworkPolicy selects the pod, it decides every port the admin tier did not: the
        union of its matching rules is allowed, the rest denied;
-    3. otherwise the baseline tier, first matching rule, Allow or Deny;
+    3. otherwise the baseline tier, first matching rule: Allow, Deny, or (v1alpha2) Pass on
+       to the default;
     4. a port no rule decided is allowed.
     """
     dst_ports = tuple(dst_ports)
     ordered = evaluation_order(selecting)
     np_isolated = any(p.tier == "networkpolicy" for p in ordered)
-    undecided = {"admin": ALL_CONNS, "baseline": ALL_CONNS}  # ports no rule of the tier took
+    # Per ordered tier: the ports no rule took yet; those Allow rules took; those neither an
+    # Allow nor a Deny took (passed on to the next tier, or untaken).
+    undecided = {"admin": ALL_CONNS, "baseline": ALL_CONNS}
     allowed = {"admin": NO_CONNS, "networkpolicy": NO_CONNS, "baseline": NO_CONNS}
-    open_ = ALL_CONNS  # ports the admin tier neither allowed nor denied: passed or untouched
+    open_ = {"admin": ALL_CONNS, "baseline": ALL_CONNS}
     contributions = []
     for policy in ordered:
         tier = policy.tier
@@ -118,26 +121,30 @@ def decide_side(
                 continue
             if tier == "networkpolicy":
                 allowed[tier] = allowed[tier] | conns
-                decided = conns & open_
+                decided = conns & open_["admin"]
             else:  # first match wins, per port
                 taken = conns & undecided[tier]
                 undecided[tier] = undecided[tier] - conns
                 if rule.action == "Allow":
                     allowed[tier] = allowed[tier] | taken
-                if tier == "admin":
-                    decided = taken
-                    if rule.action != "Pass":
-                        open_ = open_ - taken
-                else:  # the baseline only sees what the admin tier left open
-                    decided = NO_CONNS if np_isolated else taken & open_
+                if rule.action != "Pass":
+                    open_[tier] = open_[tier] - taken
+                # The baseline only sees what the admin tier left open, and only when no
+                # NetworkPolicy selects the pod.
+                decided = (
+                    taken
+                    if tier == "admin"
+                    else (NO_CONNS if np_isolated else taken & open_["admin"])
+                )
             contributions.append(Contribution(rule.provenance, conns, rule.action, tier, decided))
-    below = allowed["networkpolicy"] if np_isolated else allowed["baseline"] | undecided["baseline"]
+    # After the baseline comes the default: allow (ports passed there included).
+    below = allowed["networkpolicy"] if np_isolated else allowed["baseline"] | open_["baseline"]
     return DirectionVerdict(
         direction,
         True,
         tuple(p.key for p in ordered),
         tuple(contributions),
-        allowed["admin"] | (open_ & below),
+        allowed["admin"] | (open_["admin"] & below),
         tuple(p.tier for p in ordered),
     )
 
@@ -182,7 +189,8 @@ class Engine:
     - "pod": they are told apart from other node traffic and policies select and govern
       them like any pod (netpol-analyzer's reading, and the analyzer's default);
     - "node": selectors ignore them and their traffic is the node's, matched by ipBlocks
-      on their addresses only (what a plugin filtering by pod-network addresses enforces).
+      on their addresses only (what a plugin filtering by pod-network addresses enforces,
+      and what the network-policy-api specifies for cluster-wide subjects and peers).
     """
 
     def __init__(

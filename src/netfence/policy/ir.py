@@ -199,8 +199,9 @@ class CompiledPolicy:
 
     @property
     def rank(self) -> tuple[int, int, str, str]:
-        """Sort key of evaluation order (NetworkPolicies are unordered among themselves)."""
-        return (TIERS.index(self.tier), 0, self.kind, self.key)
+        """Sort key of evaluation order. NetworkPolicies have no order among themselves (their
+        union decides), so they tie: a stable sort keeps them as declared."""
+        return (TIERS.index(self.tier), 0, "", "")
 
     def rules(self, direction: Direction) -> tuple[Rule, ...]:
         return self.ingress if direction == "ingress" else self.egress

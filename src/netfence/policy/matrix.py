@@ -40,6 +40,7 @@ from netfence.policy.ir import (
     IPPeer,
     Peer,
     PodPeer,
+    Provenance,
     Rule,
     TierPolicy,
 )
@@ -49,6 +50,7 @@ K = TypeVar("K")
 IdArray = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.bool_]
 NONE_ID, ALL_ID = 0, 1
+_CHUNK_ROWS = 512
 
 
 class ConnTable:
@@ -133,17 +135,34 @@ class ConnTable:
 
 def map_ids(ids: IdArray, fn: Callable[[int], int]) -> IdArray:
     """`fn` on every cell, computed once per distinct value."""
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)
-    return mapped[inverse.reshape(ids.shape)]
+    keys = ids.astype(np.int64)
+    return _map_keys(keys, int(keys.max(initial=0)) + 1, fn)
 
 
 def map_id_pairs(a: IdArray, b: IdArray, fn: Callable[[int, int], int]) -> IdArray:
     """`fn` on every pair of cells of two arrays of one shape, once per distinct pair."""
-    pairs = np.stack([a.reshape(-1), b.reshape(-1)], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    done = np.array([fn(int(x), int(y)) for x, y in uniq], dtype=np.int32)
-    return done[inverse.reshape(-1)].reshape(a.shape)
+    width = int(b.max(initial=0)) + 1
+    keys = a.astype(np.int64) * width + b
+    return _map_keys(keys, int(keys.max(initial=0)) + 1, lambda k: fn(k // width, k % width))
+
+
+_DENSE_KEYS = 1 << 22
+
+
+def _map_keys(keys: npt.NDArray[np.int64], size: int, fn: Callable[[int], int]) -> IdArray:
+    """`fn` over integer keys, once per distinct key: through a lookup table when the keys
+    are small (no sort: ids are few, cells millions), else through `np.unique`."""
+    if size <= _DENSE_KEYS:
+        present = np.zeros(size, dtype=bool)
+        present[keys] = True
+        found = np.flatnonzero(present)
+        table = np.zeros(size, dtype=np.int32)
+        table[found] = [fn(int(k)) for k in found]
+        result: IdArray = table[keys]
+        return result
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    mapped = np.array([fn(int(u)) for u in uniq], dtype=np.int32)
+    return mapped[inverse.reshape(keys.shape)]
 
 
 class TierStates:
@@ -237,6 +256,9 @@ class ClusterMatrix:
         self._port_groups = _port_groups(self.classes)
         self._rule_masks: dict[tuple[int, Direction], Mask] = {}
         self.isolated: dict[Direction, Mask] = {}
+        # Cluster-wide rules that match some (subject, peer) pair, and whether they take any
+        # port there that no earlier rule of their tier took (lint: shadowed rules).
+        self.tier_rule_takes: dict[Provenance, bool] = {}
         self.ingress = self._direction("ingress")
         self.egress = self._direction("egress")
 
@@ -370,13 +392,20 @@ class ClusterMatrix:
             for rule in policy.rules(direction):
                 for conn_id, block_rows, cols in self._rule_blocks(rule, direction, targets):
                     block = np.ix_(local[block_rows], cols)
-                    tier_state[block] = states.step(tier_state[block], conn_id, rule.action)
-        below = np.where(
-            np_isolated[rows][:, None],
-            matrix[rows],
-            map_ids(baseline, lambda state: states.result(state, ALL_ID)),
-        )
-        matrix[rows] = map_id_pairs(admin, below, states.result)
+                    before = tier_state[block]
+                    after = states.step(before, conn_id, rule.action)
+                    tier_state[block] = after
+                    takes = self.tier_rule_takes.get(rule.provenance, False)
+                    self.tier_rule_takes[rule.provenance] = takes or bool((after != before).any())
+        for start in range(0, rows.size, _CHUNK_ROWS):  # bounded temporaries
+            part = slice(start, start + _CHUNK_ROWS)
+            block_rows = rows[part]
+            below = np.where(
+                np_isolated[block_rows][:, None],
+                matrix[block_rows],
+                map_ids(baseline[part], lambda state: states.result(state, ALL_ID)),
+            )
+            matrix[block_rows] = map_id_pairs(admin[part], below, states.result)
 
     def _rule_blocks(
         self, rule: Rule, direction: Direction, targets: npt.NDArray[np.intp]
