@@ -67,8 +67,8 @@ class Enforcer:
         self.node = node
         self.node_addresses = node_addresses
         self.program = program
-        self._hardened = False
-        self.hardened = False  # nf_conntrack_tcp_loose=0 is in force (see conntrack.harden)
+        # nf_conntrack_tcp_loose=0 in force (see conntrack.harden); None: not tried yet
+        self.hardened: bool | None = None
         if program is not None:
             program.flush()  # the kernel holds all of it already
 
@@ -124,9 +124,8 @@ class Enforcer:
         return Applied(mode, len(script), seconds, self.sweep() if sweep else 0)
 
     def _harden_once(self) -> None:
-        if not self._hardened:
+        if self.hardened is None:
             self.hardened = conntrack.harden(self.netns)
-            self._hardened = True
 
     def _load_table(self, program: NodeProgram) -> str:
         script = render_table(program)

@@ -292,8 +292,12 @@ class _Peers:
             for span in self.spans
         ]
 
+    def index(self, ip: IPAddress) -> int:
+        """The span holding the address."""
+        return bisect_right(self._starts, int(ip)) - 1
+
     def of_address(self, ip: IPAddress) -> frozenset[str]:
-        return self.span_rules[bisect_right(self._starts, int(ip)) - 1]
+        return self.span_rules[self.index(ip)]
 
     def of_pod(self, pod: Pod, ip: IPAddress) -> frozenset[str]:
         return self.rules.of_pod(pod) | self.of_address(ip)
@@ -465,7 +469,7 @@ class Side:
             return True  # not isolated here
         column = self.peer.data.get(peer)
         if column is None:
-            lo, hi = self.peers.spans[bisect_right(self.peers._starts, int(peer)) - 1][1:]
+            lo, hi = self.peers.spans[self.peers.index(peer)][1:]
             make = _address_text(self.family)
             column = self.ranges.data.get((make(lo), make(hi)))
         tag = self.pairs.data.get((row, column))
