@@ -78,7 +78,7 @@ from netfence.dataplane.enforcer import Applied, Enforcer, PodChanges  # noqa: E
 from netfence.k8s.loader import load_paths  # noqa: E402
 from netfence.lab.signals import held, interrupting  # noqa: E402
 from netfence.sources.changes import Change, Update  # noqa: E402
-from run import cluster_dir  # noqa: E402
+from run import add_cluster_arguments, cluster_dir, load_average  # noqa: E402
 
 TARGET_P99_SECONDS = 0.050
 TARGET_RSS_BYTES = 100 * 2**20
@@ -488,10 +488,6 @@ def print_report(
     Console(width=150).print(table)
 
 
-def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -528,10 +524,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--dir", type=Path, help="a cluster folder (default: generated)")
-    parser.add_argument("--pods", type=int, default=10_000)
-    parser.add_argument("--policies", type=int, default=1_000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_cluster_arguments(parser)
     parser.add_argument("--node", help="the measured node (default: the one with most pods)")
     parser.add_argument("--adds", type=int, default=300, help="pod adds to time (0: none)")
     parser.add_argument("--local", type=float, default=0.3, help="share of adds on the node")

@@ -84,7 +84,7 @@ from netfence.lab.signals import HELD, held, interrupting  # noqa: E402
 from netfence.lab.topology import LabError, LabPlan, PodPlan, plan_lab  # noqa: E402
 from netfence.policy.engine import DirectionVerdict, Engine  # noqa: E402
 from netfence.policy.ir import PodPeer  # noqa: E402
-from run import cluster_dir  # noqa: E402  (benchmarks/ is not a package)
+from run import add_cluster_arguments, cluster_dir, load_average  # noqa: E402  (benchmarks/ is not a package)
 
 LAB = "bench"
 VARIANTS = ("unfiltered", "empty table", "full ruleset")  # lab nodes n0, n1, n2
@@ -682,10 +682,6 @@ def print_table(rows: Sequence[Row]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def load_text() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -740,7 +736,7 @@ def serve(processes: Processes, plan: LabPlan, argv: Sequence[str], ready: str) 
 
 
 def run(args: argparse.Namespace) -> int:
-    load_before = load_text()
+    load_before = load_average()
     t0 = time.perf_counter()
     folder, state = load_cluster(args)
     print(
@@ -794,16 +790,13 @@ def run(args: argparse.Namespace) -> int:
     if any(failed):
         counts = ", ".join(f"{label} {n}" for label, n in zip(VARIANTS, failed, strict=True))
         print(f"\nnote: connects that failed (1 s timeout) in the connection-rate runs: {counts}")
-    print(f"\nload average before: {load_before}; after: {load_text()} ({os.cpu_count()} CPUs)")
+    print(f"\nload average before: {load_before}; after: {load_average()} ({os.cpu_count()} CPUs)")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--dir", type=Path, help="a cluster folder (default: generated)")
-    parser.add_argument("--pods", type=int, default=10_000)
-    parser.add_argument("--policies", type=int, default=1_000)
-    parser.add_argument("--seed", type=int, default=0)
+    add_cluster_arguments(parser)
     parser.add_argument("--nodes", type=int, default=10, help="0: keep the manifests' nodes")
     parser.add_argument("--runs", type=int, default=7, help="rounds per traffic measurement")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one run")

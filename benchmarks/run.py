@@ -53,6 +53,19 @@ class Timed:
     returncode: int
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the dataplane and agent benchmarks that pick their cluster."""
+    parser.add_argument("--dir", type=Path, help="a cluster folder (default: generated)")
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--policies", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load: numbers from a busy machine are read with it."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def cluster_dir(out: Path, pods: int, policies: int, seed: int) -> Path:
     target = out / f"p{pods}-n{policies}"
     stamp = target / ".complete"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from netfence.agent.metrics import Metrics
 from netfence.cluster.store import Changed, ClusterStore
-from netfence.dataplane.apply import ApplyError
+from netfence.dataplane.apply import ApplyError, in_netns
 from netfence.dataplane.enforcer import Applied, Enforcer, PodChanges
 from netfence.sources.changes import Source
 
@@ -188,7 +188,7 @@ class Agent:
     def _listing(self) -> str | None:
         try:
             return subprocess.run(
-                [*_netns(self.enforcer.netns), "nft", "-t", "list", "table", "inet", "netfence"],
+                in_netns(self.enforcer.netns, "nft", "-t", "list", "table", "inet", "netfence"),
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -212,10 +212,6 @@ class Agent:
             except (ApplyError, OSError, subprocess.SubprocessError, RuntimeError) as exc:
                 self.metrics.errors.labels("drift").inc()
                 _event(logging.ERROR, "restoring the table failed", error=str(exc))
-
-
-def _netns(netns: str | None) -> list[str]:
-    return ["ip", "netns", "exec", netns] if netns else []
 
 
 def _event(level: int, message: str, **fields: object) -> None:

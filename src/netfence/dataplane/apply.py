@@ -243,12 +243,17 @@ class Nftables:
             return self._worker
 
     def _command(self, script: str, check: bool) -> _Result:
-        argv = ["ip", "netns", "exec", self.netns] if self.netns else []
-        argv += ["nft", *(["-c"] if check else []), "-f", "-"]
+        argv = in_netns(self.netns, "nft", *(["-c"] if check else []), "-f", "-")
         proc = subprocess.run(
             argv, input=script, capture_output=True, text=True, check=False, timeout=120
         )
         return proc.returncode, proc.stdout, proc.stderr
+
+
+def in_netns(netns: str | None, *argv: str) -> list[str]:
+    """`argv` run in a named network namespace (None: this one), through `ip netns exec`,
+    which also gives the command the namespace's sysctls and conntrack table."""
+    return ["ip", "netns", "exec", netns, *argv] if netns else list(argv)
 
 
 def apply_ruleset(netns: str | None, script: str) -> None:

@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from netfence.dataplane.apply import in_netns
 from netfence.dataplane.program import NodeProgram
 
 _ENTRY = re.compile(
@@ -37,7 +38,7 @@ class Flow:
 
 
 def _conntrack(netns: str | None, args: list[str]) -> subprocess.CompletedProcess[str]:
-    argv = (["ip", "netns", "exec", netns] if netns else []) + ["conntrack", *args]
+    argv = in_netns(netns, "conntrack", *args)
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
 
 
@@ -47,15 +48,21 @@ def harden(netns: str | None) -> bool:
     Written only when needed (a container may see /proc/sys read-only, with the value
     set by a privileged init step); False when it is not in force, which makes revocation
     weaker (a cut TCP flow may be picked up again) but must not stop enforcement."""
-    prefix = ["ip", "netns", "exec", netns] if netns else []
     key = "net.netfilter.nf_conntrack_tcp_loose"
     read = subprocess.run(
-        [*prefix, "sysctl", "-n", key], capture_output=True, text=True, timeout=30, check=False
+        in_netns(netns, "sysctl", "-n", key),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     if read.returncode == 0 and read.stdout.strip() == "0":
         return True
     write = subprocess.run(
-        [*prefix, "sysctl", "-q", "-w", f"{key}=0"], capture_output=True, timeout=30, check=False
+        in_netns(netns, "sysctl", "-q", "-w", f"{key}=0"),
+        capture_output=True,
+        timeout=30,
+        check=False,
     )
     return write.returncode == 0
 
