@@ -272,19 +272,19 @@ spec:
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: with host_network='node' the engine resolves an egress rule's named port "
-    "on a hostNetwork destination's container ports (allowed), the dataplane does not "
-    "(blocked); a node address may stand for several hostNetwork pods naming ports differently",
-)
 def test_egress_named_port_to_a_host_network_pod(lab_name: str, tmp_path: Path) -> None:
-    """Found while deciding how the random test treats hostNetwork pods: the engine and
-    the lab disagree on `client -> exporter 9100/TCP` in both families, whichever nodes the
-    two pods are on (with `port: 9100` instead of `metrics` they agree)."""
+    """Found while deciding how the random test treats hostNetwork pods: the engine resolved
+    an egress rule's named port on a hostNetwork destination's container ports, which no
+    dataplane can (one node address stands for every hostNetwork pod there). With
+    `host_network="node"` a named port now resolves on pod-network destinations only, so
+    `client -> exporter 9100/TCP` is denied by both, in both families."""
     state, plan = build_lab(
         lab_name, tmp_path / "m", [HOST_NETWORK_NAMED_PORT], dataplane=netns.load_dataplane()
     )
     bad, results = _disagreements(plan, state)
-    assert any(r.probe.dst == "default/exporter" for r in results)
+    to_exporter = [
+        r for r in results if r.probe.dst == "default/exporter" and r.probe.src == "default/client"
+    ]
+    assert {r.probe.family for r in to_exporter if r.probe.port == 9100} == {4, 6}
+    assert not any(r.delivered for r in to_exporter if r.probe.port == 9100)
     assert bad == []

@@ -64,6 +64,8 @@ def _key_text(kind: str, key: Any) -> str:
         return f"{key[0]}-{key[1]}"
     if kind == "pair":
         return f"{key[0]} . {key[1]}"
+    if kind == "row":
+        return str(key)
     tag, protocol, lo, hi = key
     return f"{tag:#x} . {_PROTO[protocol]} . {lo}-{hi}"
 
@@ -120,6 +122,7 @@ def _side_chain(chain: str, f: int, own: str, peer: str, prefix: str, own_map: s
 \t\tct mark set {ip} {peer} map @{prefix}_peer{f}
 \t\tct mark 0 ct mark set {ip} {peer} map @{prefix}_range{f}
 \t\tmeta mark set meta mark . ct mark map @{prefix}_pairs{f}
+\t\tmeta mark set meta mark map @{prefix}_default{f}
 \t\tmeta mark . meta l4proto . th dport @conn_ports meta mark set 0 return
 \t\tcounter drop
 \t}}
@@ -144,6 +147,7 @@ def _table() -> Iterator[str]:
             yield _map(f"{prefix}_peer{f}", addr, "mark")
             yield _map(f"{prefix}_range{f}", addr, "mark", interval=True)
             yield _map(f"{prefix}_pairs{f}", "mark . mark", "mark")
+            yield _map(f"{prefix}_default{f}", "mark", "mark")
     yield "\tset conn_ports {\n\t\ttype mark . inet_proto . inet_service\n\t\tflags interval\n\t}\n"
     for f in FAMILIES:
         addr = _ADDR_TYPE[f]

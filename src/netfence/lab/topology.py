@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from netfence.cluster.state import ClusterState, Pod
+from netfence.cluster.state import HOSTNAME_LABEL, ClusterState, Node, Pod
 from netfence.policy.ipranges import FAMILY_MAX, Span
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -247,10 +247,13 @@ class LabPlan:
         return pod.ip(family) in self.node(pod.node).cidr(family)
 
     def cluster_state(self, state: ClusterState) -> ClusterState:
-        """`state` as the lab runs it: every pod with its lab addresses and lab node.
+        """`state` as the lab runs it: every pod with its lab addresses and lab node, and
+        the lab's nodes with their underlay addresses (what a node's packets carry).
 
         The engine must judge the addresses packets really carry; a pod that had no status
-        IP only has one in the lab.
+        IP only has one in the lab. A lab node keeps the labels of a declared Node of the
+        same name (so `nodes` peers of cluster-wide policies select lab nodes); declared
+        nodes the lab does not have are left out: no packet carries their addresses.
         """
         planned = {p.key: p for p in self.pods}
         pods: list[Pod] = []
@@ -259,7 +262,14 @@ class LabPlan:
             if lab_pod is None:
                 raise LabError(f"pod {pod.key} is not in lab {self.name}: run `lab apply`")
             pods.append(dataclasses.replace(pod, ips=(lab_pod.ip4, lab_pod.ip6), node=lab_pod.node))
-        return dataclasses.replace(state, pods=pods)
+        nodes = {}
+        for lab_node in self.nodes:
+            name = lab_node.name
+            declared = state.nodes.get(name)
+            labels = declared.labels if declared else {HOSTNAME_LABEL: name}
+            addresses = (lab_node.underlay4, lab_node.underlay6)
+            nodes[name] = Node(name, labels, addresses, declared.file if declared else "")
+        return dataclasses.replace(state, pods=pods, nodes=nodes)
 
     # -- what the builder writes --------------------------------------------------------
 

@@ -232,6 +232,15 @@ class Engine:
         ]
         return evaluation_order([*tiered, *local])
 
+    def named_ports(self, pod: Pod) -> tuple[ContainerPort, ...]:
+        """The container ports a rule's named port resolves on when `pod` is the destination.
+
+        None for a hostNetwork pod in "node" mode: its traffic is its node's, and one node
+        address stands for every hostNetwork pod there, which may name ports differently,
+        so a name cannot be resolved on the address a packet carries (Calico and Cilium
+        resolve named ports on pod-network endpoints only)."""
+        return () if pod.host_network and self.host_network == "node" else pod.ports
+
     def pod_ips(self, pod: Pod) -> tuple[IPAddress, ...]:
         if self.family is None:
             return pod.ips
@@ -269,7 +278,7 @@ class Engine:
         return decide_side(direction, selecting, matched, dst_ports)
 
     def verdict(self, src: Endpoint, dst: Endpoint) -> Verdict:
-        dst_ports = dst.ports if isinstance(dst, Pod) else ()
+        dst_ports = self.named_ports(dst) if isinstance(dst, Pod) else ()
         return Verdict(
             src,
             dst,

@@ -506,11 +506,12 @@ def _classes(
                     i for b, i in blocks.items() if any(ip in b for ip in ips)
                 )
             sig = found
-        key = (pod.namespace, frozenset(pod.labels.items()), pod.ports, sig, pod.host_network)
+        ports = engine.named_ports(pod)
+        key = (pod.namespace, frozenset(pod.labels.items()), ports, sig, pod.host_network)
         pod_class = by_key.get(key)
         if pod_class is None:
             pod_class = by_key[key] = PodClass(
-                len(by_key), pod.namespace, dict(pod.labels), pod.ports, pod.host_network
+                len(by_key), pod.namespace, dict(pod.labels), ports, pod.host_network
             )
             signatures.append(sig)
         pod_class.pods.append(pod)
