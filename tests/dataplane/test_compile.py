@@ -44,6 +44,7 @@ def _simulate(program: NodeProgram, family: int, src: str, dst: str, proto: str,
             tables, peer_ip
         )
         mark = tables.pairs.data.get((mark, ct), mark)
+        mark = tables.default.data.get(mark, mark)  # a tag is never a row: no hit then
         return any(
             tag == mark and p == proto and lo <= port <= hi
             for tag, p, lo, hi in program.conn_ports.data
@@ -211,7 +212,8 @@ def test_unisolated_pods_are_not_in_the_maps(family: int) -> None:
     cidrs = (ipaddress.ip_network("10.244.0.0/24"), ipaddress.ip_network("fd00:10:244::/64"))
     program = NodeProgram(state, "n0", cidrs)
     lookups = [m for side in program.sides.values() for m in (side.own, side.peer, side.ranges)]
-    lookups += [side.pairs for side in program.sides.values()] + [program.conn_ports]
+    lookups += [m for side in program.sides.values() for m in (side.pairs, side.default)]
+    lookups += [program.conn_ports]
     assert sum(len(m.data) for m in lookups) == 0  # nothing isolated: no lookup needs one
     # Known: the pods' addresses in the node's ranges (wherever the pod runs).
     held = {ip for p in state.pods for ip in p.ips if any(ip in c for c in cidrs)}

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from netfence.cluster.state import ClusterState, Namespace, Pod
 from netfence.dataplane.program import NodeProgram
+from tests.conftest import build as build_text
 from tests.dataplane.test_compile import _place, assert_matches_engine
 from tests.test_properties import KEYS, NAME_VALUES, VALUES, GenCluster, build, clusters
 
@@ -67,7 +68,7 @@ def changed(draw: st.DrawFn, state: ClusterState) -> ClusterState:
         else:
             ips = tuple(draw(st.lists(st.sampled_from(ADDRESSES), max_size=2)))
             pods[i] = dataclasses.replace(pods[i], ips=ips)
-    return ClusterState(namespaces=namespaces, pods=pods, policies=list(state.policies))
+    return dataclasses.replace(state, namespaces=namespaces, pods=pods, problems=[])
 
 
 def elements(program: NodeProgram) -> dict[str, dict[Hashable, Any]]:
@@ -101,7 +102,7 @@ def placed(cluster: GenCluster, nodes: list[str]) -> ClusterState:
 
 
 @settings(max_examples=150, deadline=None)
-@given(data=st.data(), cluster=clusters())
+@given(data=st.data(), cluster=clusters(tiers=True))
 def test_any_history_ends_where_a_fresh_build_starts(
     data: st.DataObject, cluster: GenCluster
 ) -> None:
@@ -120,9 +121,11 @@ def test_any_history_ends_where_a_fresh_build_starts(
 
 
 @settings(max_examples=40, deadline=None)
-@given(data=st.data(), cluster=clusters())
+@given(data=st.data(), cluster=clusters(tiers=True))
 def test_updated_tables_match_the_engine(data: st.DataObject, cluster: GenCluster) -> None:
-    """The semantics after an update, directly: simulated lookups = engine verdicts."""
+    """The semantics after an update, directly: simulated lookups = engine verdicts, with
+    AdminNetworkPolicies and a BaselineAdminNetworkPolicy (of both API generations) among
+    the policies."""
     state = placed(cluster, NODES)
     after = data.draw(changed(state))
     after.pods = [p for p in after.pods if p.node is not None]
@@ -160,3 +163,33 @@ def build_from_seed() -> ClusterState:
     from netfence.k8s.loader import load_paths
 
     return ClusterState.build(load_paths(["examples/seed"]))
+
+
+TIERED = """
+apiVersion: v1
+kind: Node
+metadata: {name: n1, labels: {role: infra}}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: no-infra}
+spec:
+  priority: 3
+  subject: {namespaces: {}}
+  egress: [{name: infra, action: Deny, to: [{nodes: {matchLabels: {role: infra}}}]}]
+"""
+
+
+def test_cluster_policy_or_node_change_asks_for_a_new_table_pod_churn_does_not() -> None:
+    state = _place(build_text(TIERED, model=True))
+    program = NodeProgram(state, "n0")
+    assert any(side.default.data for side in program.sides.values())  # ANP-only rows
+    relabelled = dataclasses.replace(state.pods[0], labels={"pod": "other"})
+    churn = dataclasses.replace(state, pods=[relabelled, *state.pods[1:]])
+    assert program.sync(churn)
+    node = state.nodes["n1"]
+    moved = dataclasses.replace(
+        state, nodes={**state.nodes, "n1": dataclasses.replace(node, labels={})}
+    )
+    assert not program.sync(moved)
+    assert not program.sync(dataclasses.replace(state, cluster_policies=[]))

@@ -3,7 +3,9 @@
 Each example is a cluster from `tests.test_properties.clusters` (namespaces with labels;
 pods and workload replicas with TCP/UDP/SCTP container ports, named or not; policies with
 pod and namespace selectors, AND/OR peers, ipBlocks with excepts, port ranges, every
-policyTypes form) on 1 to 3 lab nodes. It is brought up with the real dataplane, every
+policyTypes form; AdminNetworkPolicies, a BaselineAdminNetworkPolicy and v1alpha2
+ClusterNetworkPolicies with Allow/Deny/Pass rules, `networks` and `nodes` peers, and Nodes
+with labels) on 1 to 3 lab nodes. It is brought up with the real dataplane, every
 connection is tried (`plan_probes`: each pod to each other pod on the destination's
 declared ports in both families, and every pod to and from one outside address per
 external range) and the observed matrix must equal the engine's verdicts: zero mismatches.
@@ -84,15 +86,24 @@ PHASES = (Phase.generate,) + (
 )
 
 
+UNCHURNED = {
+    "NetworkPolicy",
+    "AdminNetworkPolicy",
+    "BaselineAdminNetworkPolicy",
+    "ClusterNetworkPolicy",
+    "Node",
+}
+
+
 @st.composite
 def churned(draw: st.DrawFn, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`docs` after pod churn: each pod or workload kept, relabelled, given other ports
     (pods) or removed; each namespace kept or relabelled; up to two new pods (addresses
-    from the lab); the policies as they were."""
+    from the lab); the policies (of every tier) and nodes as they were."""
     out = []
     for doc in docs:
         kind = doc["kind"]
-        if kind == "NetworkPolicy":
+        if kind in UNCHURNED:
             out.append(doc)
             continue
         doc = copy.deepcopy(doc)
@@ -134,7 +145,7 @@ class Tally:
     def add(self, plan: LabPlan, state: ClusterState, comparisons: list[Comparison]) -> None:
         self.clusters += 1
         self.pods += len(plan.pods)
-        self.policies += len(state.policies)
+        self.policies += len(state.policies) + len(state.cluster_policies)
         self.probes += len(comparisons)
         self.delivered += sum(c.result.delivered for c in comparisons)
         for c in comparisons:
@@ -214,7 +225,7 @@ def test_random_clusters_in_the_lab_agree_with_the_engine(lab_name: str, tmp_pat
         phases=PHASES,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-    @given(cluster=clusters(distinct_ips=True), nodes=st.integers(1, 3), data=st.data())
+    @given(cluster=clusters(distinct_ips=True, tiers=True), nodes=st.integers(1, 3), data=st.data())
     def in_the_lab(cluster: GenCluster, nodes: int, data: st.DataObject) -> None:
         example = Path(tempfile.mkdtemp(prefix="example", dir=tmp_path))
         state = build(cluster)

@@ -9,8 +9,10 @@ decided by a fixed handful of hash/interval lookups, whatever the cluster:
    means "not isolated here": the egress side allows);
 2. `eg_peer4` / `eg_range4`: destination address -> column id: that of the pod's class, or
    of the external range (cut at ipBlock edges) holding the address;
-3. `eg_pairs4`: (row . column) -> connection id: the whole-cluster class matrix
-   (`policy.matrix`) restricted to this node's isolated sources;
+3. `eg_pairs4`: (row . column) -> connection id: what the row allows the column, tiers
+   (AdminNetworkPolicy, NetworkPolicy, BaselineAdminNetworkPolicy) already evaluated;
+   when there is no pair, `eg_default4`: row -> connection id, what the row allows any
+   peer its rules do not tell apart (nothing under NetworkPolicy isolation);
 4. `conn_ports`: (connection id . protocol . port range), an interval set.
 The ingress side mirrors it for this node's ingress-isolated destinations. Rows and
 columns are grouped per node: classes or peers that this node's policies treat alike share
@@ -40,19 +42,23 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 from netfence.cluster.state import ClusterState
+from netfence.dataplane.decisions import DecisionLog
+from netfence.dataplane.nflog import COPY_BYTES
 from netfence.dataplane.program import CONN_TAG, FAMILIES, ElementMap, NodeProgram
 
 TABLE = "netfence"
 _ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 _IP = {4: "ip", 6: "ip6"}
 _PROTO = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
+_UNKNOWN = {"saddr": "unknown-src", "daddr": "unknown-dst"}  # the decision log's places
 ND_TYPES = "nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert"
 _CHUNK = 2000  # elements per command line: long lines slow nft's parser down
 
 
-def compile_node(state: ClusterState, node: str) -> str:
-    """The nft script that atomically replaces this node's `inet netfence` table."""
-    return render_table(NodeProgram(state, node))
+def compile_node(state: ClusterState, node: str, decisions: DecisionLog | None = None) -> str:
+    """The nft script that atomically replaces this node's `inet netfence` table
+    (`decisions`: the decision log's setting, see `decisions.py`; None: off)."""
+    return render_table(NodeProgram(state, node), decisions)
 
 
 def _key_text(kind: str, key: Any) -> str:
@@ -111,8 +117,16 @@ def _map(name: str, key: str, value: str, interval: bool = False) -> str:
     return f"\tmap {name} {{\n\t\ttype {key} : {value}\n{flags}\t}}\n"
 
 
-def _side_chain(chain: str, f: int, own: str, peer: str, prefix: str, own_map: str) -> str:
-    """One side's check: return when not isolated or allowed, drop otherwise."""
+def _side_chain(
+    chain: str,
+    f: int,
+    own: str,
+    peer: str,
+    prefix: str,
+    own_map: str,
+    decisions: DecisionLog | None,
+) -> str:
+    """One side's check: return when not isolated or allowed, drop (or audit) otherwise."""
     ip = _IP[f]
     return f"""\tchain {chain}{f} {{
 \t\tmeta mark set 0
@@ -124,19 +138,31 @@ def _side_chain(chain: str, f: int, own: str, peer: str, prefix: str, own_map: s
 \t\tmeta mark set meta mark . ct mark map @{prefix}_pairs{f}
 \t\tmeta mark set meta mark map @{prefix}_default{f}
 \t\tmeta mark . meta l4proto . th dport @conn_ports meta mark set 0 return
-\t\tcounter drop
-\t}}
+{_refuse(decisions, f"{chain}{f}")}\t}}
 """
 
 
-def render_table(program: NodeProgram) -> str:
-    """The script replacing the table with the program's (all elements, as added)."""
+def render_table(program: NodeProgram, decisions: DecisionLog | None = None) -> str:
+    """The script replacing the table with the program's (all elements, as added);
+    `decisions`: the decision log's setting (None: off, the refusing rules only drop)."""
     program.flush()  # what the new table holds is everything, not the changes
     added = {m.name: list(m.data.items()) for m in program.maps() if m.data}
-    return "".join(_table()) + render_changes(program, {}, added)
+    return "".join(_table(decisions)) + render_changes(program, {}, added)
 
 
-def _table() -> Iterator[str]:
+def _refuse(decisions: DecisionLog | None, where: str) -> str:
+    """The end of a refusing chain: drop; with the log, a rate-limited NFLOG copy first
+    (the limit gates the copy only), and auditing, return (accept) instead of drop."""
+    if decisions is None:
+        return "\t\tcounter drop\n"
+    log = (
+        f"\t\tlimit rate {decisions.rate}/second burst {decisions.burst} packets "
+        f'log prefix "{decisions.prefix(where)}" group {decisions.group} snaplen {COPY_BYTES}\n'
+    )
+    return log + ("\t\tcounter return\n" if decisions.audit else "\t\tcounter drop\n")
+
+
+def _table(decisions: DecisionLog | None) -> Iterator[str]:
     # Declaring then deleting the table inside one transaction replaces it atomically:
     # the kernel never runs with a partial table, and a failed load leaves the old one.
     yield f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n"
@@ -156,14 +182,17 @@ def _table() -> Iterator[str]:
     for f in FAMILIES:
         # egress: this node's isolated sources, peers looked up by destination; ingress:
         # this node's isolated destinations, peers looked up by source.
-        yield _side_chain("egress", f, "saddr", "daddr", "eg", f"eg_src{f}")
-        yield _side_chain("ingress", f, "daddr", "saddr", "in", f"in_dst{f}")
+        yield _side_chain("egress", f, "saddr", "daddr", "eg", f"eg_src{f}", decisions)
+        yield _side_chain("ingress", f, "daddr", "saddr", "in", f"in_dst{f}", decisions)
+    if decisions is not None:
+        for where in _UNKNOWN.values():
+            yield f"\tchain {_chain(where)} {{\n{_refuse(decisions, where)}\t}}\n"
     yield f"""\tchain forward {{
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tct state established,related accept
 \t\tct state invalid drop
 \t\ticmpv6 type {{ {ND_TYPES} }} accept
-{_unknown("saddr")}{_unknown("daddr")}\t\tmeta nfproto ipv4 jump egress4
+{_unknown("saddr", decisions)}{_unknown("daddr", decisions)}\t\tmeta nfproto ipv4 jump egress4
 \t\tmeta nfproto ipv6 jump egress6
 \t\tmeta nfproto ipv4 jump ingress4
 \t\tmeta nfproto ipv6 jump ingress6
@@ -173,15 +202,22 @@ def _table() -> Iterator[str]:
 \t\tct state established,related accept
 \t\tct state invalid drop
 \t\ticmpv6 type {{ {ND_TYPES} }} accept
-{_unknown("saddr")}\t\tmeta nfproto ipv4 jump egress4
+{_unknown("saddr", decisions)}\t\tmeta nfproto ipv4 jump egress4
 \t\tmeta nfproto ipv6 jump egress6
 \t}}
 }}
 """
 
 
-def _unknown(field: str) -> str:
-    """Drop what comes from (or goes to) this node's pod ranges but no known pod."""
+def _unknown(field: str, decisions: DecisionLog | None) -> str:
+    """Drop what comes from (or goes to) this node's pod ranges but no known pod (with the
+    decision log: through the chain that logs it first)."""
+    verdict = "drop" if decisions is None else f"jump {_chain(_UNKNOWN[field])}"
     return "".join(
-        f"\t\t{_IP[f]} {field} @pod_cidrs{f} {_IP[f]} {field} != @known{f} drop\n" for f in FAMILIES
+        f"\t\t{_IP[f]} {field} @pod_cidrs{f} {_IP[f]} {field} != @known{f} {verdict}\n"
+        for f in FAMILIES
     )
+
+
+def _chain(where: str) -> str:
+    return where.replace("-", "_")

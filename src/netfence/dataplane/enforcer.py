@@ -20,6 +20,7 @@ from netfence.cluster.state import ClusterState, Namespace, Pod
 from netfence.dataplane import conntrack
 from netfence.dataplane.apply import ApplyError, Nftables
 from netfence.dataplane.compile import render_changes, render_table
+from netfence.dataplane.decisions import DecisionLog
 from netfence.dataplane.program import NodeProgram
 from netfence.policy.ipranges import IPNetwork
 
@@ -48,7 +49,8 @@ class Enforcer:
     probes), so its flows are never revoked. `program`: what the kernel table holds now,
     when known (a restarted caller that rebuilt it from the state it last enforced).
     `pod_cidrs`: the node's pod ranges, where addresses of pods not yet programmed are
-    refused (see `NodeProgram`).
+    refused (see `NodeProgram`). `decisions`: the decision log (None: off); in audit mode
+    nothing is enforced, so tracked flows are not cut either.
     """
 
     def __init__(
@@ -58,8 +60,10 @@ class Enforcer:
         node_addresses: frozenset[str] = frozenset(),
         program: NodeProgram | None = None,
         pod_cidrs: Sequence[IPNetwork] = (),
+        decisions: DecisionLog | None = None,
     ) -> None:
         self.netns = netns
+        self.decisions = decisions
         # One nft context in the namespace for the enforcer's life: a pod update then costs
         # no process start (see dataplane/apply.py).
         self.nft = Nftables(netns)
@@ -113,6 +117,8 @@ class Enforcer:
     def sweep(self) -> int:
         """Cut the tracked flows the table now refuses; how many."""
         assert self.program is not None
+        if self.decisions is not None and self.decisions.audit:
+            return 0
         allowed = conntrack.table_allows(self.program, self.node_addresses)
         return len(conntrack.revoke(self.netns, allowed))
 
@@ -128,7 +134,7 @@ class Enforcer:
             self.hardened = conntrack.harden(self.netns)
 
     def _load_table(self, program: NodeProgram) -> str:
-        script = render_table(program)
+        script = render_table(program, self.decisions)
         self.program = None  # unknown until the load succeeds
         self.nft.apply(script)
         self.program = program
