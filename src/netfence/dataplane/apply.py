@@ -75,7 +75,7 @@ def default_backend() -> Backend:
     return "libnftables" if _library() is not None else "nft command"
 
 
-def _enter_netns(netns: str) -> None:
+def enter_netns(netns: str) -> None:
     """Move the calling thread (only) into the named namespace."""
     if "/" in netns or netns in ("", ".", ".."):
         raise ApplyError(f"invalid network namespace name {netns!r}")
@@ -121,7 +121,7 @@ def _serve(
     """The worker thread: enter the namespace, make the context, run jobs until None."""
     try:
         if netns is not None:
-            _enter_netns(netns)
+            enter_netns(netns)
         ctx = lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
         if not ctx:
             raise ApplyError("libnftables: nft_ctx_new failed")

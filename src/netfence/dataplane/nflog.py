@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from netfence.dataplane.apply import ApplyError, _enter_netns
+from netfence.dataplane.apply import ApplyError, enter_netns
 from netfence.policy.engine import IPAddress
 
 NETLINK_NETFILTER = 12
@@ -263,7 +263,7 @@ def _open_in(netns: str | None) -> socket.socket:
 
     def make() -> None:
         try:
-            _enter_netns(netns)
+            enter_netns(netns)
             made.set_result(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER))
         except (ApplyError, OSError) as exc:
             made.set_exception(exc)
