@@ -1096,7 +1096,7 @@ def test_matrix_and_connlist_equal_pairwise_engine(
             assert (c.namespace, c.labels, c.ports, c.host_network) == (
                 pod.namespace,
                 dict(pod.labels),
-                pod.ports,
+                engine.named_ports(pod),  # what named ports resolve on
                 pod.host_network,
             )
 
@@ -1204,6 +1204,11 @@ class Oracle:
     def selectable(self, endpoint: Endpoint) -> bool:
         return isinstance(endpoint, GenPod) and not (endpoint.host_network and self.mode == "node")
 
+    def named_ports_resolve(self, dst: Endpoint) -> bool:
+        """A port name resolves on a pod's own ports; in "node" mode a hostNetwork pod has
+        none of its own (its node's address stands for every hostNetwork pod there)."""
+        return self.selectable(dst)
+
     def verdict(self, src: Endpoint, dst: Endpoint) -> ConnSet:
         return self.side(src, dst, "Egress", dst) & self.side(dst, src, "Ingress", dst)
 
@@ -1285,7 +1290,8 @@ class Oracle:
         for entry in entries:
             name = entry.get("namedPort", entry.get("destinationNamedPort"))
             if name is not None:
-                if isinstance(dst, GenPod):
+                if self.named_ports_resolve(dst):
+                    assert isinstance(dst, GenPod)
                     out |= {(proto, n) for n, proto, port_name in dst.ports if port_name == name}
                 continue
             if "portNumber" in entry or "portRange" in entry:
@@ -1356,7 +1362,8 @@ class Oracle:
             elif isinstance(port, int):
                 end = entry.get("endPort") or port
                 out |= {(protocol, n) for n in self.probes if port <= n <= end}
-            elif isinstance(dst, GenPod):
+            elif self.named_ports_resolve(dst):
+                assert isinstance(dst, GenPod)
                 out |= {
                     (protocol, n)
                     for n, proto, name in dst.ports

@@ -16,26 +16,27 @@ import sys
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from netfence.analysis.connlist import ConnList, connectivity
+# What the commands' options name is imported here; the matrix, lint, explanations and the
+# report (numpy and all) by the commands that use them, so that `netfence agent`, which runs
+# for good on every node, does not hold them.
 from netfence.analysis.diff import DiffFormat, diff, render_diff
-from netfence.analysis.explain import EndpointError, as_dict, explain, render_text
-from netfence.analysis.lint import lint
 from netfence.analysis.render import ListFormat, render_list
 from netfence.cluster.state import ClusterState
 from netfence.dataplane.compile import compile_node
+from netfence.dataplane.decisions import DecisionLog
 from netfence.k8s.loader import load_paths
 from netfence.policy.conns import parse_port
 from netfence.policy.engine import Engine
-from netfence.policy.matrix import ClusterMatrix
 from netfence.problems import Problem
-from netfence.report.html import render_html
-from netfence.report.model import report_data
+
+if TYPE_CHECKING:
+    from netfence.analysis.connlist import ConnList
 
 app = typer.Typer(
     name="netfence",
@@ -119,6 +120,9 @@ def list_cmd(
     host_network: HostNetworkOption = HostNetwork.pod,
 ) -> None:
     """Whole-cluster connectivity: every pair of workloads or external ranges that can connect."""
+    from netfence.analysis.connlist import connectivity
+    from netfence.policy.matrix import ClusterMatrix
+
     state = load_state(paths)
     matrix = ClusterMatrix(state, host_network=host_network.value)
     connections = connectivity(state, matrix)
@@ -160,6 +164,8 @@ def explain_cmd(
     host_network: HostNetworkOption = HostNetwork.pod,
 ) -> None:
     """Why a connection is allowed or denied: the isolating policies and the deciding rules."""
+    from netfence.analysis.explain import EndpointError, as_dict, explain, render_text
+
     try:
         wanted = parse_port(port) if port else None
     except ValueError as exc:
@@ -188,6 +194,9 @@ def check_cmd(
     host_network: HostNetworkOption = HostNetwork.pod,
 ) -> None:
     """Validation errors (the API server's rules), then lint warnings about the policies."""
+    from netfence.analysis.lint import lint
+    from netfence.policy.matrix import ClusterMatrix
+
     state = load_state(paths, quiet=True)
     matrix = ClusterMatrix(state, host_network=host_network.value)
     errors = [p for p in state.problems if p.severity == "error"]
@@ -237,6 +246,13 @@ def compile_cmd(
     node: Annotated[
         str, typer.Option("--node", help="The node whose pods (spec.nodeName) get rules.")
     ],
+    decision_log: Annotated[
+        bool,
+        typer.Option("--decision-log", help="With the agent's decision log (NFLOG) rules."),
+    ] = False,
+    audit: Annotated[
+        bool, typer.Option("--audit", help="As the agent's --audit: log would-be drops, accept.")
+    ] = False,
 ) -> None:
     """The nftables ruleset netfence would load on one node, for inspection."""
     state = load_state(paths, fail_closed=True)
@@ -247,7 +263,8 @@ def compile_cmd(
             style="yellow",
             markup=False,
         )
-    write(compile_node(state, node))
+    decisions = DecisionLog(audit=audit) if decision_log or audit else None
+    write(compile_node(state, node, decisions))
     if state.errors:
         raise typer.Exit(1)
 
@@ -268,6 +285,9 @@ def report_cmd(
     host_network: HostNetworkOption = HostNetwork.pod,
 ) -> None:
     """One self-contained HTML file: graph, matrix, explanations, findings (and the diff)."""
+    from netfence.report.html import render_html
+    from netfence.report.model import report_data
+
     state = load_state(paths)
     old = load_state([against]) if against is not None else None
     data = report_data(
@@ -325,12 +345,29 @@ def agent_cmd(
             "until the pod's rules are programmed.",
         ),
     ] = None,
+    decision_log: Annotated[
+        str | None,
+        typer.Option(
+            "--decision-log",
+            help="Append refused new connections (NFLOG, rate-limited) as JSON lines to this "
+            "file ('-': stdout).",
+        ),
+    ] = None,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="Enforce nothing: accept and log what the policies would refuse (implies the "
+            "decision log, on stdout unless --decision-log says otherwise).",
+        ),
+    ] = False,
 ) -> None:
     """Keep this node's nftables table equal to what the cluster's policies demand."""
     import asyncio
     import ipaddress
 
     from netfence.agent.main import Options, configure_logging, run
+    from netfence.dataplane.nflog import NflogError
     from netfence.sources.changes import SourceError
 
     host, _, port = listen.rpartition(":")
@@ -350,10 +387,12 @@ def agent_cmd(
         listen=None if listen == "off" else (host.strip("[]"), int(port)),
         node_addresses=addresses,
         pod_cidrs=cidrs,
+        decision_log=decision_log,
+        audit=audit,
     )
     try:
         asyncio.run(run(options))
-    except (SourceError, OSError) as exc:
+    except (SourceError, NflogError, OSError) as exc:
         raise fail(str(exc), 1) from None
 
 

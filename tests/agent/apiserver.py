@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import os
 import signal
 import socket
 import ssl
@@ -25,8 +26,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 TOKEN = "netfence-test-admin-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +49,23 @@ def binaries() -> tuple[Path, Path] | str:
     if not etcd.is_file():
         return "no etcd (apt-get install etcd-server)"
     return apiserver, etcd
+
+
+@contextlib.contextmanager
+def running(workdir: Path) -> Iterator[ApiServer]:
+    """etcd + kube-apiserver in `workdir` for the block; without the binaries the test is
+    skipped, or fails loudly in CI (CI=true), which must run it."""
+    found = binaries()
+    if isinstance(found, str):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must run the API server tests but there is {found}")
+        pytest.skip(found)
+    server = ApiServer(workdir, *found)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def free_port() -> int:
@@ -242,6 +263,11 @@ class Api:
     def patch(self, path: str, patch: Any) -> dict[str, Any]:
         return self.call("PATCH", path, patch, content_type="application/merge-patch+json")
 
+    def create(self, manifest: dict[str, Any]) -> None:
+        """Any object of the kinds `object_path` knows, as `kubectl create -f` sends it."""
+        meta = manifest["metadata"]
+        self.call("POST", object_path(manifest["kind"], meta.get("namespace"), ""), manifest)
+
     def create_namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
         self.call("POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels}})
 
@@ -302,6 +328,110 @@ class Api:
 
     def policy_path(self, namespace: str, name: str) -> str:
         return f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}"
+
+    def install_policy_crds(self) -> None:
+        """The three CRDs, once each serves its collection."""
+        for kind in POLICY_CRDS:
+            self.call("POST", _CRDS, _crd(kind))
+        self._until(lambda: all(self._served(kind) for kind in POLICY_CRDS), "CRDs served")
+
+    def remove_policy_crds(self) -> None:
+        """Delete the CRDs (their objects go with them) and wait until they are gone."""
+        for kind in POLICY_CRDS:
+            with contextlib.suppress(ApiError):
+                self.call("DELETE", f"{_CRDS}/{_crd(kind)['metadata']['name']}")
+        self._until(lambda: not any(self._served(kind) for kind in POLICY_CRDS), "CRDs gone")
+
+    def _served(self, kind: str) -> bool:
+        try:
+            self.raw("GET", policy_path(kind))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def _until(self, check: Any, what: str, seconds: float = 60.0) -> None:
+        deadline = time.monotonic() + seconds
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {seconds} s")
+            time.sleep(0.1)
+
+    def create_node(self, name: str, labels: dict[str, str], addresses: dict[str, str]) -> None:
+        """A Node and, as its kubelet would report them, its addresses (`{address: type}`)."""
+        self.call("POST", "/api/v1/nodes", {"metadata": {"name": name, "labels": labels}})
+        self.set_node_addresses(name, addresses)
+
+    def set_node_addresses(self, name: str, addresses: dict[str, str]) -> None:
+        entries = [{"type": kind, "address": ip} for ip, kind in addresses.items()]
+        self.patch(f"/api/v1/nodes/{name}/status", {"status": {"addresses": entries}})
+
+
+# The cluster-wide policy kinds of the network-policy-api project, as minimal CRDs: served at
+# the paths the source follows, cluster-scoped, with a schema that keeps every field (the real
+# CRDs validate more; what the API server stores unchecked here is netfence's to reject).
+POLICY_CRDS = {
+    "AdminNetworkPolicy": ("adminnetworkpolicies", "v1alpha1"),
+    "BaselineAdminNetworkPolicy": ("baselineadminnetworkpolicies", "v1alpha1"),
+    "ClusterNetworkPolicy": ("clusternetworkpolicies", "v1alpha2"),
+}
+POLICY_GROUP = "policy.networking.k8s.io"
+_CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def policy_path(kind: str, name: str = "") -> str:
+    plural, version = POLICY_CRDS[kind]
+    return f"/apis/{POLICY_GROUP}/{version}/{plural}" + (f"/{name}" if name else "")
+
+
+_PATHS = {
+    "Namespace": "/api/v1/namespaces",
+    "Node": "/api/v1/nodes",
+    "Pod": "/api/v1/namespaces/{namespace}/pods",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies",
+}
+
+
+def object_path(kind: str, namespace: str | None, name: str) -> str:
+    """The object's path (its collection's with `name` empty) for the kinds the tests use."""
+    if kind in POLICY_CRDS:
+        return policy_path(kind, name)
+    base = _PATHS[kind].format(namespace=namespace)
+    return base + (f"/{name}" if name else "")
+
+
+def _crd(kind: str) -> dict[str, Any]:
+    plural, version = POLICY_CRDS[kind]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{POLICY_GROUP}",
+            # *.k8s.io groups need it; the project's own CRDs carry this one.
+            "annotations": {
+                "api-approved.kubernetes.io": "https://github.com/kubernetes-sigs/network-policy-api/pull/30"
+            },
+        },
+        "spec": {
+            "group": POLICY_GROUP,
+            "scope": "Cluster",
+            "names": {"plural": plural, "kind": kind, "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
 
 
 class Proxy:

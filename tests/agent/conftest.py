@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.agent.apiserver import Api, ApiServer, Proxy, binaries
+from tests.agent.apiserver import Api, ApiServer, Proxy, running
 
 
 @pytest.fixture(scope="session")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """etcd + kube-apiserver for the whole session (tests use their own namespaces)."""
-    found = binaries()
-    if isinstance(found, str):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI must run the API server tests but there is {found}")
-        pytest.skip(found)
-    server = ApiServer(tmp_path_factory.mktemp("apiserver"), *found)
-    try:
-        server.start()
+    with running(tmp_path_factory.mktemp("apiserver")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -106,7 +106,11 @@ def test_the_cluster_role_grants_exactly_reads_of_what_the_source_follows() -> N
     assert set(expected) == {
         ("", "pods"),
         ("", "namespaces"),
+        ("", "nodes"),
         ("networking.k8s.io", "networkpolicies"),
+        ("policy.networking.k8s.io", "adminnetworkpolicies"),
+        ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
+        ("policy.networking.k8s.io", "clusternetworkpolicies"),
     }
 
     binding = only("ClusterRoleBinding")
@@ -254,10 +258,14 @@ def test_the_api_server_accepts_deploy_and_lets_the_agent_read_only(
     try:
         asyncio.run(follow())
         assert _as(apiserver, user, "GET", f"/api/v1/namespaces/{ns}/pods/web") == 200
+        assert _as(apiserver, user, "GET", "/api/v1/nodes") == 200
         forbidden = [
             ("GET", "/api/v1/secrets"),
-            ("GET", "/api/v1/nodes"),
             ("GET", "/api/v1/configmaps"),
+            ("POST", "/api/v1/nodes"),
+            ("PATCH", "/api/v1/nodes/x"),
+            ("POST", "/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies"),
+            ("DELETE", "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies/x"),
             ("POST", f"/api/v1/namespaces/{ns}/pods"),
             ("DELETE", f"/api/v1/namespaces/{ns}/pods/web"),
             ("PATCH", f"/api/v1/namespaces/{ns}/pods/web/status"),

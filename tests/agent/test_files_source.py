@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import shutil
 from pathlib import Path
@@ -141,5 +142,78 @@ def test_a_folder_that_disappears_keeps_the_state(tmp_path: Path) -> None:
             write(folder / "policy.yaml", POLICY)
             await f.until(lambda s: "x/deny" in s.policies, "a change in the new folder")
             assert f.store.problems == ()
+
+    asyncio.run(scenario())
+
+
+NODE = (
+    "apiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {zone: %s}}\n"
+    "status: {addresses: [{type: InternalIP, address: 192.0.2.1}, {type: Hostname, "
+    "address: n1}]}\n"
+)
+ANP = (
+    "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: AdminNetworkPolicy\n"
+    "metadata: {name: %s}\nspec:\n  priority: %d\n  subject: {namespaces: {}}\n"
+    "  egress: [{action: Deny, to: [{networks: [%s]}]}]\n---\n"
+)
+TIERS = (
+    ANP % ("metadata", 5, "169.254.169.254/32")
+    + ANP % ("bad", 6, "10.0.0.0/33")
+    + "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: BaselineAdminNetworkPolicy\n"
+    "metadata: {name: default}\nspec:\n  subject: {namespaces: {}}\n"
+    "  ingress: [{action: Deny, from: [{namespaces: {}}]}]\n---\n"
+    "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n"
+    "metadata: {name: cnp}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaces: {}}\n"
+    "  ingress: [{action: Accept, from: [{namespaces: {}}]}]\n"
+)
+
+
+def on_node(name: str, node: str, host_ip: str) -> str:
+    return (
+        f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\n"
+        f"spec: {{nodeName: {node}, containers: [{{name: c}}]}}\n"
+        f"status: {{podIP: 10.0.9.{name[-1]}, hostIP: {host_ip}}}\n---\n"
+    )
+
+
+def test_nodes_and_cluster_policies_are_what_enforcement_sees(tmp_path: Path) -> None:
+    """Declared nodes, nodes implied by pods, and policies of every tier (a rejected one as
+    its fail-closed stand-in): the store's snapshot equals `ClusterState.build`'s."""
+    write(tmp_path / "nodes.yaml", NODE % "a")
+    write(
+        tmp_path / "pods.yaml", on_node("p1", "n1", "192.0.2.9") + on_node("p2", "n2", "192.0.2.2")
+    )
+    write(tmp_path / "tiers.yaml", TIERS)
+
+    async def scenario() -> None:
+        async with Follower(FilesSource(tmp_path)) as f:
+            expected = ClusterState.build(load_paths([tmp_path]), fail_closed=True)
+            state = f.store.snapshot()
+            assert state.nodes == expected.nodes and set(state.nodes) == {"n1", "n2"}
+            # (in another order: the store keeps records by kind; the engine sorts by tier)
+            assert sorted(state.cluster_policies, key=lambda p: p.key) == sorted(
+                expected.cluster_policies, key=lambda p: p.key
+            )
+            assert sorted(map(str, state.problems)) == sorted(map(str, expected.problems))
+            closed = {p.key for p in state.cluster_policies if p.closed}
+            assert closed == {"AdminNetworkPolicy/bad"}
+            assert len(state.cluster_policies) == 4
+            assert any(p.code == "fails-closed" for p in state.problems)
+
+            # A node relabelled and a policy removed: exactly those changes.
+            mark = f.mark()
+            write(tmp_path / "nodes.yaml", NODE % "b")
+            write(tmp_path / "tiers.yaml", TIERS.replace("name: metadata", "name: renamed"))
+            await f.until(lambda s: "AdminNetworkPolicy/renamed" in s.cluster_policies, "rename")
+            await f.until(lambda s: s.declared_nodes["n1"].labels.get("zone") == "b", "relabel")
+            assert sorted((c.kind, c.action, c.key) for c in f.changes_since(mark)) == [
+                ("AdminNetworkPolicy", "delete", "AdminNetworkPolicy/metadata"),
+                ("AdminNetworkPolicy", "upsert", "AdminNetworkPolicy/renamed"),
+                ("Node", "upsert", "n1"),
+            ]
+            # The node's file goes: n1 stays, implied by its pod, with the pod's host address.
+            (tmp_path / "nodes.yaml").unlink()
+            await f.until(lambda s: "n1" not in s.declared_nodes, "the node's removal")
+            assert f.store.snapshot().nodes["n1"].addresses == (ipaddress.ip_address("192.0.2.9"),)
 
     asyncio.run(scenario())

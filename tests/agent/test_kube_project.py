@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import yaml
 
-from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, Namespace, Policy
+from netfence.cluster.state import (
+    HOSTNAME_LABEL,
+    NAMESPACE_NAME_LABEL,
+    ClusterPolicy,
+    ClusterState,
+    Namespace,
+    Node,
+    Policy,
+)
 from netfence.k8s.loader import load_text
 from netfence.sources.changes import Change
-from netfence.sources.kube import Backoff, KubeSource, _Held, project
+from netfence.sources.kube import Backoff, KubeSource, _Held, _key, project
 
 POD = """
 metadata:
@@ -103,3 +112,59 @@ def test_watch_events_move_the_resource_version_and_change_only_what_changed() -
     step = source._event("Pod", held, {"type": "DELETED", "object": raw})
     assert step is not None and step.changes == (Change.delete("Pod", "shop/web-1"),)
     assert source.stats.bookmarks["Pod"] == 1 and source.stats.events["Pod"] == 4
+
+
+NODE = """
+metadata:
+  name: node-3
+  resourceVersion: "77"
+  labels: {kubernetes.io/hostname: node-3, topology.kubernetes.io/zone: z1}
+  annotations: {node.alpha.kubernetes.io/ttl: "0"}
+spec: {podCIDR: 10.0.3.0/24, providerID: "kind://docker/kind/node-3"}
+status:
+  addresses:
+  - {type: InternalIP, address: 172.18.0.3}
+  - {type: InternalIP, address: "fc00:f853:ccd:e793::3"}
+  - {type: Hostname, address: node-3}
+  - {type: InternalDNS, address: node-3.internal}
+  capacity: {cpu: "8", memory: 16Gi}
+  images: [{names: [registry.k8s.io/pause:3.9], sizeBytes: 300000}]
+"""
+ANP = """
+metadata: {name: no-metadata, resourceVersion: "9"}
+spec:
+  priority: 5
+  subject: {namespaces: {}}
+  egress: [{action: Deny, to: [{networks: [169.254.169.254/32]}]}]
+"""
+
+
+def test_a_node_is_its_labels_and_ip_addresses() -> None:
+    key, record, problems = project("Node", yaml.safe_load(NODE))
+    assert (key, problems) == ("node-3", ())
+    assert record == Node(
+        "node-3",
+        {HOSTNAME_LABEL: "node-3", "topology.kubernetes.io/zone": "z1"},
+        (ipaddress.ip_address("172.18.0.3"), ipaddress.ip_address("fc00:f853:ccd:e793::3")),
+    )
+
+
+def test_a_cluster_policy_is_keyed_by_kind_and_is_the_record_a_file_gives() -> None:
+    raw = yaml.safe_load(ANP)
+    key, record, problems = project("AdminNetworkPolicy", raw)
+    manifest = load_text("kind: AdminNetworkPolicy\n" + ANP, file="")
+    [expected] = ClusterState.build(manifest).cluster_policies
+    assert (key, record, problems) == ("AdminNetworkPolicy/no-metadata", expected, ())
+    assert _key("ClusterNetworkPolicy", raw) == "ClusterNetworkPolicy/no-metadata"
+    assert Change.upsert(expected).key == key  # the change's key is the watch's
+
+
+def test_a_cluster_policy_this_netfence_rejects_fails_closed() -> None:
+    raw = yaml.safe_load(ANP.replace("169.254.169.254/32", "fe80::/129"))
+    key, record, problems = project("AdminNetworkPolicy", raw)
+    assert key == "AdminNetworkPolicy/no-metadata"
+    assert isinstance(record, ClusterPolicy) and record.closed
+    assert [(p.code, p.path) for p in problems] == [
+        ("invalid-cidr", "spec.egress[0].to[0].networks[0]"),
+        ("fails-closed", ""),
+    ]

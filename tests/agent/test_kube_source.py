@@ -257,6 +257,6 @@ def test_resumes_from_the_last_resource_version(
             proxy.resume()
             await f.until(lambda s: f"{ns}/during" in s.pods, "the pod created during the cut")
             assert source.stats.errors["Pod"] >= 1
-            assert source.stats.lists == {"Namespace": 1, "Pod": 1, "NetworkPolicy": 1}
+            assert source.stats.lists == {"Namespace": 1, "Pod": 1, "NetworkPolicy": 1, "Node": 1}
 
     asyncio.run(scenario())

@@ -1,15 +1,27 @@
-"""ClusterStore: records from changes, changed keys per batch, namespace rules, snapshots."""
+"""ClusterStore: records from changes, changed keys per batch, namespace and node rules,
+snapshots."""
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netfence.cluster.state import NAMESPACE_NAME_LABEL, Namespace, Owner, Pod, Policy
+from netfence.cluster.state import (
+    HOSTNAME_LABEL,
+    NAMESPACE_NAME_LABEL,
+    ClusterPolicy,
+    Namespace,
+    Node,
+    Owner,
+    Pod,
+    Policy,
+    effective_nodes,
+)
 from netfence.cluster.store import Changed, ClusterStore
-from netfence.k8s.models import NetworkPolicySpec
+from netfence.k8s.models import AdminNetworkPolicySpec, NetworkPolicySpec
 from netfence.sources.changes import Change, Record, Update
 
 
@@ -141,3 +153,122 @@ def effective(model: dict[tuple[str, str], Record]) -> dict[tuple[str, str], Rec
         labels = dict(model[("Namespace", name)].labels) if name in declared else {}
         result[("Namespace", name)] = Namespace(name, {**labels, NAMESPACE_NAME_LABEL: name})
     return result
+
+
+# -- nodes (declared, or implied by the pods on them) and cluster-wide policies
+
+HOST = ipaddress.ip_address("192.0.2.1")
+
+
+def on_node(
+    namespace: str, name: str, node: str, *host_ips: str, host_network: bool = False
+) -> Pod:
+    ips = tuple(ipaddress.ip_address(ip) for ip in host_ips)
+    return Pod(
+        namespace,
+        name,
+        {"app": name},
+        (),
+        Owner("Pod", name),
+        ips=ips if host_network else (),
+        node=node,
+        host_network=host_network,
+        host_ips=ips,
+    )
+
+
+def make_anp(name: str, priority: int = 1) -> ClusterPolicy:
+    spec = AdminNetworkPolicySpec.model_validate(
+        {"priority": priority, "subject": {"namespaces": {}}}
+    )
+    return ClusterPolicy("AdminNetworkPolicy", name, spec)
+
+
+def test_a_node_is_what_is_declared_and_what_its_pods_report() -> None:
+    store = ClusterStore()
+    changed = apply(store, Change.upsert(on_node("x", "a", "n1", "192.0.2.1")))
+    assert changed == Changed(namespaces={"x"}, pods={"x/a"}, nodes={"n1"})
+    assert store.node("n1") == Node("n1", {HOSTNAME_LABEL: "n1"}, (HOST,))
+    # Another pod there reporting the same address: the node does not change.
+    assert apply(store, Change.upsert(on_node("x", "b", "n1", "192.0.2.1"))) == Changed(
+        pods={"x/b"}
+    )
+    declared = Node("n1", {HOSTNAME_LABEL: "n1", "zone": "a"}, (ipaddress.ip_address("10.0.0.1"),))
+    assert apply(store, Change.upsert(declared)) == Changed(nodes={"n1"})
+    assert store.node("n1") == Node("n1", declared.labels, (*declared.addresses, HOST))
+    # A host-network pod's addresses are its node's.
+    host = on_node("y", "agent", "n2", "192.0.2.2", host_network=True)
+    assert apply(store, Change.upsert(host)).nodes == {"n2"}
+    assert store.nodes["n2"].addresses == (ipaddress.ip_address("192.0.2.2"),)
+    # The pods go: n1 stays as declared, n2 goes.
+    changed = apply(
+        store,
+        Change.delete("Pod", "x/a"),
+        Change.delete("Pod", "x/b"),
+        Change.delete("Pod", "y/agent"),
+    )
+    assert changed.nodes == {"n1", "n2"}
+    assert store.nodes == {"n1": declared}
+    assert apply(store, Change.delete("Node", "n1")) == Changed(nodes={"n1"})
+    assert store.nodes == {}
+
+
+def test_cluster_policies_are_keyed_by_kind_and_imply_no_namespace() -> None:
+    store = ClusterStore()
+    changed = apply(store, Change.upsert(make_anp("p")))
+    assert changed == Changed(cluster_policies={"AdminNetworkPolicy/p"})
+    assert store.namespaces == {}
+    assert not apply(store, Change.upsert(make_anp("p")))
+    assert apply(store, Change.upsert(make_anp("p", priority=2))) == Changed(
+        cluster_policies={"AdminNetworkPolicy/p"}
+    )
+    apply(store, Change.upsert(on_node("x", "a", "n1", "192.0.2.1")))
+    state = store.snapshot()
+    assert state.cluster_policies == [make_anp("p", priority=2)]
+    assert state.nodes == {"n1": Node("n1", {HOSTNAME_LABEL: "n1"}, (HOST,))}
+    assert apply(store, Change.delete("AdminNetworkPolicy", "AdminNetworkPolicy/p")) == Changed(
+        cluster_policies={"AdminNetworkPolicy/p"}
+    )
+    assert store.snapshot().cluster_policies == []
+
+
+def _node_change(draw: st.DrawFn) -> Change:
+    """Pods moving between nodes with their addresses, and declared nodes coming and going."""
+    if draw(st.booleans()):
+        name = draw(st.sampled_from(["n1", "n2"]))
+        if draw(st.booleans()):
+            return Change.delete("Node", name)
+        zone = draw(st.sampled_from(["a", "b"]))
+        return Change.upsert(Node(name, {HOSTNAME_LABEL: name, "zone": zone}))
+    key = draw(KEYS)
+    if draw(st.booleans()):
+        return Change.delete("Pod", key)
+    namespace, name = key.split("/")
+    node = draw(st.sampled_from(["n1", "n2"]))
+    address = draw(st.sampled_from(["192.0.2.1", "192.0.2.2"]))
+    return Change.upsert(on_node(namespace, name, node, address, host_network=draw(st.booleans())))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.composite(_node_change)(), max_size=6), max_size=6))
+def test_changed_nodes_are_exactly_those_that_differ(batches: list[list[Change]]) -> None:
+    """Against the whole-state computation `ClusterState.build` uses (`effective_nodes`)."""
+    store = ClusterStore()
+    declared: dict[str, Node] = {}
+    pods: dict[str, Pod] = {}
+    before: dict[str, Node] = {}
+    for batch in batches:
+        for change in batch:
+            target: dict[str, Any] = declared if change.kind == "Node" else pods
+            if change.record is None:
+                target.pop(change.key, None)
+            else:
+                target[change.key] = change.record
+        after = effective_nodes(declared.values(), pods.values())
+        changed = apply(store, *batch)
+        assert changed.nodes == {
+            n for n in before.keys() | after.keys() if before.get(n) != after.get(n)
+        }
+        assert store.nodes == after
+        assert {name: store.node(name) for name in after} == after
+        before = after

@@ -121,6 +121,27 @@ def test_concurrent_callers_are_serialised(nft: Nftables) -> None:
     assert len(listed) == count
 
 
+def test_table_shape_ignores_elements_and_counters_not_rules(nft: Nftables) -> None:
+    """The agent's drift check: a table hit by traffic (counters) or changed by elements
+    keeps its shape; a rule added or the table deleted does not."""
+    nft.apply(
+        "table inet netfence {\n set s { type ipv4_addr; }\n"
+        " chain c { type filter hook input priority 0; policy accept;\n"
+        "  counter packets 5 bytes 7 drop; }\n}\n"
+    )
+    shape = nft.table_shape()
+    assert "set s" in shape and "counter drop" in shape
+    nft.apply("add element inet netfence s { 192.0.2.1 }\n")
+    full = nft.list_table()
+    assert "192.0.2.1" in full and "packets 5" in full
+    assert nft.table_shape() == shape and "packets" not in shape
+    nft.apply("add rule inet netfence c ip saddr 192.0.2.2 accept\n")
+    assert nft.table_shape() != shape
+    nft.apply("delete table inet netfence\n")
+    with pytest.raises(ApplyError):
+        nft.table_shape()
+
+
 def test_missing_namespace_is_an_apply_error(nft: Nftables) -> None:
     library = nft.backend == "libnftables"
     with (

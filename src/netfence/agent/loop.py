@@ -7,17 +7,21 @@ Order of events and why:
   never opens a pod.
 - Changes are coalesced: the loop takes whatever arrived while it was busy in one go, so a
   burst costs one transaction. Pod and namespace changes become element transactions; a
-  policy change builds a new table (both atomic).
+  policy change builds a new table (both atomic). A change of a cluster-wide policy or of a
+  node hands the program the whole state: it builds a new table when the compiled policies
+  differ (a node's addresses are those of `nodes` peers), elements otherwise.
 - A table that fails to load leaves the previous one in force; the error is counted and
   logged and the loop tries again a second later with the then current state.
 - Tracked flows the new table refuses are cut right after each load (off the latency
   path: the change is enforced for new connections already).
-- Every second the table's shape (`nft --terse`: chains and rules, not elements) is
-  compared with what was loaded; if it was deleted or edited, it is loaded again. Element
+- The table's shape (`nft -s -t`: chains and rules, not elements nor counter values, listed
+  through the enforcer's own libnftables context) is compared with what was loaded as soon
+  as the kernel announces a change of the table (`dataplane.events`), and every second in
+  any case; if it was deleted or edited, it is loaded again. Element
   edits by someone else are caught by the next change's transaction, which nft then
   refuses (`Enforcer` falls back to a whole table).
 
-Enforcement runs in a worker thread (nft and conntrack are subprocesses), so the source
+Enforcement runs in a worker thread (libnftables calls, conntrack subprocesses), so the source
 keeps being read while a transaction loads.
 """
 
@@ -33,8 +37,10 @@ from dataclasses import dataclass
 
 from netfence.agent.metrics import Metrics
 from netfence.cluster.store import Changed, ClusterStore
-from netfence.dataplane.apply import ApplyError, in_netns
+from netfence.dataplane.apply import ApplyError
 from netfence.dataplane.enforcer import Applied, Enforcer, PodChanges
+from netfence.dataplane.events import TableEvents
+from netfence.dataplane.nflog import NflogError
 from netfence.sources.changes import Source
 
 log = logging.getLogger("netfence.agent")
@@ -68,6 +74,7 @@ class Agent:
         self.health = Health(last_tick=time.monotonic())
         self.drift_every = drift_every
         self._wake = asyncio.Event()
+        self._look = asyncio.Event()  # the kernel announced a change of the table
         self._pending_since: float | None = None
         self._first_view = False
         self._retry = False
@@ -79,7 +86,11 @@ class Agent:
             asyncio.create_task(self._enforce_loop()),
             asyncio.create_task(self._drift_loop()),
         ]
+        events: TableEvents | None = None
         try:
+            events = await asyncio.to_thread(self._subscribe)
+            if events is not None:
+                asyncio.get_running_loop().add_reader(events, self._on_events, events)
             async with contextlib.aclosing(self.source.updates()) as updates:
                 async for update in updates:
                     self.store.apply(update)
@@ -88,6 +99,9 @@ class Agent:
                         self._pending_since = time.monotonic()
                     self._wake.set()
         finally:
+            if events is not None:
+                asyncio.get_running_loop().remove_reader(events)
+                events.close()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -135,7 +149,8 @@ class Agent:
     def _enforce(self, changed: Changed) -> tuple[Applied, float]:
         """Load the change; returns how, and when the kernel had it."""
         program = self.enforcer.program
-        if program is None or changed.policies or self._retry:
+        whole = changed.policies or changed.cluster_policies or changed.nodes
+        if program is None or whole or self._retry:
             applied = self.enforcer.apply(self.store.snapshot(), sweep=False)
         else:
             pods = self.store.pods
@@ -175,6 +190,8 @@ class Agent:
     def _record_objects(self, changed: Changed) -> None:
         self.metrics.objects.labels("pods").set(len(self.store.pods))
         self.metrics.objects.labels("networkpolicies").set(len(self.store.policies))
+        self.metrics.objects.labels("clusterpolicies").set(len(self.store.cluster_policies))
+        self.metrics.objects.labels("nodes").set(len(self.store.declared_nodes))
         self.metrics.objects.labels("namespaces").set(len(self.store.namespaces))
         if changed.problems:
             for severity in ("error", "warning"):
@@ -187,19 +204,34 @@ class Agent:
 
     def _listing(self) -> str | None:
         try:
-            return subprocess.run(
-                in_netns(self.enforcer.netns, "nft", "-t", "list", "table", "inet", "netfence"),
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=True,
-            ).stdout
-        except (subprocess.SubprocessError, OSError):
+            return self.enforcer.nft.table_shape()
+        except (ApplyError, OSError, RuntimeError):
             return None
+
+    def _subscribe(self) -> TableEvents | None:
+        try:
+            return TableEvents(self.enforcer.netns)
+        except (NflogError, OSError) as exc:
+            _event(
+                logging.WARNING,
+                "no nftables events: the table is checked every second only",
+                error=str(exc),
+            )
+            return None
+
+    def _on_events(self, events: TableEvents) -> None:
+        try:
+            if events.read():
+                self._look.set()
+        except OSError as exc:
+            self.metrics.errors.labels("drift").inc()
+            _event(logging.ERROR, "reading nftables events failed", error=str(exc))
 
     async def _drift_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.drift_every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._look.wait(), timeout=self.drift_every)
+            self._look.clear()
             if not self.health.ready or self._shape is None or self.enforcer.program is None:
                 continue
             if await asyncio.to_thread(self._listing) == self._shape:

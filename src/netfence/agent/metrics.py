@@ -52,3 +52,14 @@ class Metrics:
             "Times the table was found changed by someone else and restored.",
             registry=self.registry,
         )
+        self.decisions = Counter(
+            "netfence_decisions_logged_total",
+            "New connections written to the decision log (after the kernel's rate limit).",
+            ["action", "direction"],
+            registry=self.registry,
+        )
+        self.decisions_lost = Counter(
+            "netfence_decisions_lost_total",
+            "Batches of logged connections the kernel dropped because the reader fell behind.",
+            registry=self.registry,
+        )

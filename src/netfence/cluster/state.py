@@ -11,14 +11,24 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import sys
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, Generic, TypeVar
 
 from netfence.k8s import models
-from netfence.k8s.loader import BrokenPolicy, Loaded, Manifests, describe
+from netfence.k8s.loader import (
+    CLUSTER_POLICY_MODELS,
+    BrokenClusterPolicy,
+    BrokenPolicy,
+    Loaded,
+    Manifests,
+    describe,
+)
 from netfence.k8s.validation import (
+    CLUSTER_POLICY_TIERS,
     NODE_IP_ADDRESS_TYPES,
     duplicate_names,
     parse_ip,
@@ -28,6 +38,8 @@ from netfence.k8s.validation import (
 from netfence.problems import Problem
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+K = TypeVar("K")
+V = TypeVar("V")
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 _TEMPLATE_HASH = re.compile(r"[a-z0-9]{6,10}")
@@ -100,6 +112,7 @@ class ClusterPolicy:
     name: str
     spec: models.ClusterPolicySpec
     file: str = ""
+    closed: bool = False  # a stand-in denying all for a rejected policy (fail closed)
 
     @property
     def key(self) -> str:
@@ -137,8 +150,7 @@ class ClusterState:
     @classmethod
     def build(cls, manifests: Manifests, *, fail_closed: bool = False) -> ClusterState:
         """Validate and index loaded manifests; invalid objects are reported and left out
-        (`fail_closed`: rejected NetworkPolicies become deny-all stand-ins, see
-        `validated`)."""
+        (`fail_closed`: rejected policies become deny-all stand-ins, see `validated`)."""
         state = cls.validated(manifests, fail_closed=fail_closed)
         state.problems.extend(shared_addresses(state.pods))
         return state
@@ -152,8 +164,12 @@ class ClusterState:
         `fail_closed` (what enforcement uses; the analysis commands do not): a rejected
         NetworkPolicy still isolates, in both directions with no rule, the pods its
         selector was meant to cover (every pod of its namespace when the selector is what
-        is wrong). A typo must not open the pods it was written to protect, and one bad
-        policy does not stop the others from being enforced."""
+        is wrong). A rejected AdminNetworkPolicy, BaselineAdminNetworkPolicy or
+        ClusterNetworkPolicy becomes one of its kind, tier and priority that denies its
+        subject's pods everything, both ways; if its subject is what is wrong, it cannot be
+        told which pods to close, so it is left out with an error saying so. A typo must not
+        open the pods it was written to protect, and one bad policy does not stop the
+        others from being enforced."""
         problems = list(manifests.problems)
         valid: list[Loaded] = []
         broken = list(manifests.broken)
@@ -162,14 +178,28 @@ class ClusterState:
             problems.extend(found)
             if all(p.severity == "warning" for p in found):
                 valid.append(item)
-            elif isinstance(item.obj, models.NetworkPolicy):
-                bad = [p.path or "" for p in found if p.severity == "error"]
+                continue
+            bad = [p.path or "" for p in found if p.severity == "error"]
+            obj = item.obj
+            if isinstance(obj, models.NetworkPolicy):
                 touched = any(path.startswith("spec.podSelector") for path in bad)
                 broken.append(
                     BrokenPolicy(
                         item.namespace,
                         item.name,
-                        None if touched else item.obj.spec.pod_selector,
+                        None if touched else obj.spec.pod_selector,
+                        item.file,
+                    )
+                )
+            elif isinstance(obj, CLUSTER_POLICY_MODELS):
+                touched = any(path.startswith("spec.subject") for path in bad)
+                broken.append(
+                    BrokenClusterPolicy(
+                        obj.kind,
+                        item.name,
+                        obj.spec.tier if isinstance(obj, models.ClusterNetworkPolicy) else None,
+                        getattr(obj.spec, "priority", None),
+                        None if touched else obj.spec.subject,
                         item.file,
                     )
                 )
@@ -180,10 +210,16 @@ class ClusterState:
         state = cls.from_objects((item.obj for item in valid), problems, files=valid)
         if fail_closed:
             for policy in broken:
-                state.policies.append(_closed(policy))
-                state.problems.append(_closed_problem(policy))
-                if policy.namespace not in state.namespaces:
-                    state.namespaces[policy.namespace] = namespace_record(policy.namespace, {})
+                if isinstance(policy, BrokenPolicy):
+                    state.policies.append(_closed(policy))
+                    state.problems.append(_closed_problem(policy))
+                    if policy.namespace not in state.namespaces:
+                        state.namespaces[policy.namespace] = namespace_record(policy.namespace, {})
+                    continue
+                stand_in = _closed_cluster_policy(policy)
+                if stand_in is not None:
+                    state.cluster_policies.append(stand_in)
+                state.problems.append(_closed_cluster_problem(policy, stand_in))
         return state
 
     @classmethod
@@ -197,13 +233,13 @@ class ClusterState:
         state = cls(problems=problems or [])
         declared: dict[str, Mapping[str, str]] = {}
         used: list[str] = []
-        nodes: list[tuple[models.Node, str]] = []
+        nodes: list[Node] = []
         for obj in objects:
             if isinstance(obj, models.Namespace):
                 declared[obj.metadata.name or ""] = obj.metadata.labels
                 continue
             if isinstance(obj, models.Node):
-                nodes.append((obj, origin.get(id(obj), "")))
+                nodes.append(_node_record(obj, origin.get(id(obj), "")))
                 continue
             if isinstance(
                 obj,
@@ -230,7 +266,7 @@ class ClusterState:
         for name in [*declared, *used]:
             if name not in state.namespaces:
                 state.namespaces[name] = namespace_record(name, declared.get(name, {}))
-        state.nodes = _nodes(nodes, state.pods)
+        state.nodes = effective_nodes(nodes, state.pods)
         return state
 
     @property
@@ -303,22 +339,15 @@ def shared_addresses(pods: Iterable[Pod]) -> list[Problem]:
     return problems
 
 
-def _nodes(declared: list[tuple[models.Node, str]], pods: list[Pod]) -> dict[str, Node]:
+def effective_nodes(declared: Iterable[Node], pods: Iterable[Pod]) -> dict[str, Node]:
     """Declared nodes and those pods are scheduled on, with the addresses both give."""
     labels: dict[str, Mapping[str, str]] = {}
     addresses: dict[str, list[IPAddress]] = {}
     files: dict[str, str] = {}
-    for node, file in declared:
-        name = node.metadata.name or ""
-        labels[name] = {HOSTNAME_LABEL: name, **node.metadata.labels}
-        files[name] = file
-        addresses[name] = [
-            ip
-            for entry in node.status.addresses
-            if entry.type in NODE_IP_ADDRESS_TYPES
-            for ip in [parse_ip(entry.address)]
-            if ip is not None
-        ]
+    for node in declared:
+        labels[node.name] = node.labels
+        addresses[node.name] = list(node.addresses)
+        files[node.name] = node.file
     for pod in pods:
         if pod.node is None:
             continue
@@ -326,17 +355,40 @@ def _nodes(declared: list[tuple[models.Node, str]], pods: list[Pod]) -> dict[str
         addresses.setdefault(pod.node, []).extend(pod.host_ips)
         if pod.host_network:  # a host-network pod's addresses are its node's
             addresses[pod.node].extend(pod.ips)
+    # In one order whatever the order of declarations and pods: a node's addresses are a set,
+    # and equal nodes must compare equal (the agent rebuilds its table when a node changes).
     return {
-        name: Node(name, labels[name], tuple(dict.fromkeys(addresses[name])), files.get(name, ""))
+        name: Node(name, labels[name], _ordered(addresses[name]), files.get(name, ""))
         for name in labels
     }
+
+
+def _ordered(addresses: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
+    return tuple(sorted(set(addresses), key=lambda ip: (ip.version, ip)))
+
+
+def _node_record(node: models.Node, file: str) -> Node:
+    """A declared node: its labels (with the hostname label the kubelet sets) and the
+    InternalIP/ExternalIP entries of `status.addresses`."""
+    name = node.metadata.name or ""
+    addresses = (
+        ip
+        for entry in node.status.addresses
+        if entry.type in NODE_IP_ADDRESS_TYPES
+        for ip in [parse_ip(entry.address)]
+        if ip is not None
+    )
+    return Node(
+        name, {HOSTNAME_LABEL: name, **node.metadata.labels}, tuple(dict.fromkeys(addresses)), file
+    )
 
 
 def _container_ports(spec: models.PodSpec) -> tuple[ContainerPort, ...]:
     ports = []
     for container in [*spec.containers, *spec.init_containers]:
         for port in container.ports:
-            ports.append(ContainerPort(port.container_port, port.protocol, port.name or None))
+            name = sys.intern(port.name) if port.name else None
+            ports.append(ContainerPort(port.container_port, sys.intern(port.protocol), name))
     return tuple(ports)
 
 
@@ -344,7 +396,7 @@ def _owner(meta: models.ObjectMeta) -> Owner:
     """The controlling owner as written; static and mirror pods (owned by a Node) stand alone."""
     for ref in meta.owner_references:
         if ref.controller and ref.kind != "Node":
-            return Owner(ref.kind or "Pod", ref.name or "")
+            return Owner(sys.intern(ref.kind or "Pod"), sys.intern(ref.name or ""))
     return Owner("Pod", meta.name or "")
 
 
@@ -352,20 +404,68 @@ def _addresses(*texts: str | None) -> tuple[IPAddress, ...]:
     return tuple(dict.fromkeys(ipaddress.ip_address(t) for t in texts if t))
 
 
+class _Shared(Generic[K, V]):
+    """One object for equal parts of pod records, which replicas and the pods of a node have
+    in common (labels, ports, owner, node addresses): at 10,000 pods, with their strings
+    interned, the records take ~6 MiB instead of ~23 MiB. Bounded: past `limit` distinct
+    values it starts afresh (records keep what they hold; only later records stop sharing
+    with earlier ones), so a stream of new label sets cannot grow it without end."""
+
+    def __init__(self, limit: int = 16384) -> None:
+        self._limit = limit
+        self._values: dict[K, V] = {}
+
+    def get(self, key: K, make: Callable[[], V]) -> V:
+        found = self._values.get(key)
+        if found is None:
+            if len(self._values) >= self._limit:
+                self.clear()
+            found = self._values[key] = make()
+        return found
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
+_LABELS: _Shared[tuple[str, ...], Mapping[str, str]] = _Shared()
+_PORTS: _Shared[tuple[ContainerPort, ...], tuple[ContainerPort, ...]] = _Shared()
+_OWNERS: _Shared[Owner, Owner] = _Shared()
+_HOST_IPS: _Shared[tuple[str, ...], tuple[IPAddress, ...]] = _Shared()
+
+
+def forget_shared_parts() -> None:
+    """Pod records made from now on share parts with each other, not with earlier ones.
+
+    For a source that keeps copies of the records it made (`sources/files.py` copies a parsed
+    file's objects through pickle, which keeps their sharing within the copy): the originals,
+    and the arenas of parse garbage they would pin, can then be freed."""
+    for shared in (_LABELS, _PORTS, _OWNERS, _HOST_IPS):
+        shared.clear()
+
+
+def _labels(labels: Mapping[str, str]) -> Mapping[str, str]:
+    """The pod's labels, shared with every pod that has the same (records never change them)."""
+    flat = tuple(sys.intern(text) for item in labels.items() for text in item)
+    return _LABELS.get(flat, lambda: dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
 def _pod_record(pod: models.Pod, namespace: str, file: str) -> Pod:
     status = pod.status
     ips = _addresses(status.pod_ip, *(entry.ip for entry in status.pod_ips))
+    hosts = tuple(t for t in (status.host_ip, *(entry.ip for entry in status.host_ips)) if t)
+    ports = _container_ports(pod.spec)
+    owner = _owner(pod.metadata)
     return Pod(
-        namespace=namespace,
+        namespace=sys.intern(namespace),
         name=pod.metadata.name or "",
-        labels=pod.metadata.labels,
-        ports=_container_ports(pod.spec),
-        owner=_owner(pod.metadata),
+        labels=_labels(pod.metadata.labels),
+        ports=_PORTS.get(ports, lambda: ports),
+        owner=_OWNERS.get(owner, lambda: owner),
         ips=ips,
-        node=pod.spec.node_name,
+        node=sys.intern(pod.spec.node_name) if pod.spec.node_name else None,
         host_network=pod.spec.host_network,
-        host_ips=_addresses(status.host_ip, *(entry.ip for entry in status.host_ips)),
-        phase=status.phase,
+        host_ips=_HOST_IPS.get(hosts, lambda: _addresses(*hosts)),
+        phase=sys.intern(status.phase) if status.phase else None,
         file=file,
     )
 
@@ -414,5 +514,75 @@ def _closed_problem(policy: BrokenPolicy) -> Problem:
         f"rejected, so enforcement fails closed: {covered} get no traffic until it is fixed",
         file=policy.file,
         obj=describe("NetworkPolicy", policy.namespace, policy.name),
+        code="fails-closed",
+    )
+
+
+# Every address of both families: with `namespaces: {}` (every pod), every peer there is.
+_EVERYWHERE = [{"namespaces": {}}, {"networks": ["0.0.0.0/0", "::/0"]}]
+
+
+def _closed_cluster_policy(policy: BrokenClusterPolicy) -> ClusterPolicy | None:
+    """A stand-in in the rejected policy's place whose one rule per direction denies every
+    peer on every port; None when its subject cannot be read or would be rejected itself.
+
+    Peers by address are not allowed in ingress rules on the wire, but the IR reads them
+    as it does NetworkPolicy ipBlocks: traffic from outside the cluster is denied too, as
+    a fail-closed NetworkPolicy would deny it. An unreadable priority takes the first
+    place (0) and an unknown tier the admin one: failing closed errs on the strict side."""
+    if policy.subject is None:
+        return None
+    common: dict[str, Any] = {
+        "subject": policy.subject,
+        "ingress": [{"name": "fails-closed", "action": "Deny", "from": _EVERYWHERE}],
+        "egress": [{"name": "fails-closed", "action": "Deny", "to": _EVERYWHERE}],
+    }
+    meta = {"name": policy.name}
+    priority = policy.priority if policy.priority is not None else 0
+    obj: models.ClusterPolicyObject
+    if policy.kind == "ClusterNetworkPolicy":
+        tier = policy.tier if policy.tier in CLUSTER_POLICY_TIERS else "Admin"
+        obj = models.ClusterNetworkPolicy.model_validate(
+            {"metadata": meta, "spec": {**common, "tier": tier, "priority": priority}}
+        )
+    elif policy.kind == "AdminNetworkPolicy":
+        obj = models.AdminNetworkPolicy.model_validate(
+            {"metadata": meta, "spec": {**common, "priority": priority}}
+        )
+    else:
+        obj = models.BaselineAdminNetworkPolicy.model_validate({"metadata": meta, "spec": common})
+    found = validate(Loaded(obj, policy.file))
+    if any(p.severity == "error" and (p.path or "").startswith("spec.subject") for p in found):
+        return None
+    return ClusterPolicy(obj.kind, policy.name, obj.spec, policy.file, closed=True)
+
+
+def _closed_cluster_problem(policy: BrokenClusterPolicy, stand_in: ClusterPolicy | None) -> Problem:
+    ident = describe(policy.kind, "", policy.name)
+    if stand_in is None:
+        return Problem(
+            "error",
+            "rejected and its subject cannot be read, so enforcement ignores it: no pod is "
+            "closed in its place; fix its subject",
+            file=policy.file,
+            obj=ident,
+            path="spec.subject",
+            code="fails-open",
+        )
+    spec = stand_in.spec
+    if isinstance(spec, models.ClusterNetworkPolicySpec):
+        where = f"{spec.tier} tier, priority {spec.priority}"
+    elif isinstance(spec, models.AdminNetworkPolicySpec):
+        where = f"priority {spec.priority}"
+    else:
+        where = "the baseline tier"
+    if policy.priority is None and policy.kind != "BaselineAdminNetworkPolicy":
+        where += " (its own priority is unreadable)"
+    return Problem(
+        "warning",
+        "rejected, so enforcement fails closed: the pods of its subject get no traffic, "
+        f"either way (a Deny of everything at {where}), until it is fixed",
+        file=policy.file,
+        obj=ident,
         code="fails-closed",
     )

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Self
 
 from netfence.dataplane.apply import ApplyError, enter_netns
 from netfence.policy.engine import IPAddress
@@ -82,7 +83,7 @@ class LoggedPacket:
     port: int | None  # the destination port (TCP, UDP, SCTP; not of a later fragment)
 
 
-def _attributes(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+def attributes(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]]:
     """(type, payload) of the netlink attributes in data[start:end]; stops at a bad length."""
     while start + _NLATTR.size <= end:
         length, kind = _NLATTR.unpack_from(data, start)
@@ -92,7 +93,7 @@ def _attributes(data: bytes, start: int, end: int) -> Iterator[tuple[int, bytes]
         start += (length + 3) & ~3
 
 
-def _messages(data: bytes) -> Iterator[tuple[int, int, int]]:
+def messages(data: bytes) -> Iterator[tuple[int, int, int]]:
     """(type, payload start, end) of each netlink message in one datagram."""
     start = 0
     while start + _NLMSGHDR.size <= len(data):
@@ -108,11 +109,11 @@ def parse(data: bytes) -> Iterator[LoggedPacket]:
 
     Other messages (acknowledgements) and packets that are not readable IPv4/IPv6 are
     skipped."""
-    for kind, start, end in _messages(data):
+    for kind, start, end in messages(data):
         if kind != _PACKET or end - start < _NFGENMSG.size:
             continue
         prefix, payload = "", b""
-        for attribute, value in _attributes(data, start + _NFGENMSG.size, end):
+        for attribute, value in attributes(data, start + _NFGENMSG.size, end):
             if attribute == NFULA_PREFIX:
                 prefix = value.split(b"\0", 1)[0].decode("utf-8", errors="replace")
             elif attribute == NFULA_PAYLOAD:
@@ -186,13 +187,31 @@ def config_message(group: int, copy_bytes: int, timeout_cs: int, queue: int) -> 
 
 def _ack_error(data: bytes) -> int | None:
     """The error number of an acknowledgement in the datagram (0: success), if any."""
-    for kind, start, end in _messages(data):
+    for kind, start, end in messages(data):
         if kind == NLMSG_ERROR and end - start >= 4:
             return -int(struct.unpack_from("=i", data, start)[0])
     return None
 
 
-class NflogSocket:
+class Subscription:
+    """A netfilter netlink socket, selectable (`fileno`), closed with the block."""
+
+    _socket: socket.socket
+
+    def fileno(self) -> int:
+        return self._socket.fileno()
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class NflogSocket(Subscription):
     """A subscription to one NFLOG group in one namespace (None: this one).
 
     `receive` returns the packets of one datagram (a batch). When the reader falls behind,
@@ -212,7 +231,7 @@ class NflogSocket:
         self.group = group
         self.netns = netns
         self.lost = 0
-        self._socket = _open_in(netns)
+        self._socket = open_socket(netns)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
             self._socket.bind((0, 0))
@@ -228,9 +247,6 @@ class NflogSocket:
                 why += " (another socket reads this group, or CAP_NET_ADMIN is missing)"
             raise NflogError(f"cannot subscribe to NFLOG group {group}: {why}")
 
-    def fileno(self) -> int:
-        return self._socket.fileno()
-
     def receive(self, timeout: float | None = None) -> list[LoggedPacket]:
         """The next batch ([] when `timeout` seconds pass without one)."""
         self._socket.settimeout(timeout)
@@ -245,17 +261,8 @@ class NflogSocket:
             return []
         return list(parse(data))
 
-    def close(self) -> None:
-        self._socket.close()
 
-    def __enter__(self) -> NflogSocket:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-
-def _open_in(netns: str | None) -> socket.socket:
+def open_socket(netns: str | None) -> socket.socket:
     """A netfilter netlink socket created in the namespace (by a thread that enters it)."""
     if netns is None:
         return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)

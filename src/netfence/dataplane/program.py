@@ -40,7 +40,8 @@ from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from itertools import chain
+from typing import Any, Generic, Literal, TypeVar
 
 from netfence.cluster.state import NAMESPACE_NAME_LABEL, ClusterState, ContainerPort, Namespace, Pod
 from netfence.policy.conns import NO_CONNS, Conns
@@ -62,10 +63,16 @@ CONN_TAG = 0x8000_0000  # connection tags carry the top bit; row and column ids 
 FAMILIES = (4, 6)
 DIRECTIONS: tuple[Direction, ...] = ("egress", "ingress")
 _ID_BITS = 0x7FFF_FFFF
+_NO_RULES: frozenset[str] = frozenset()
 
+K = TypeVar("K", bound=Hashable)
 Ports = tuple[ContainerPort, ...]
 Where = IPAddress | tuple[str, str]  # a peer's address, or a range (first, last) of texts
-Matched = tuple[frozenset[str], Ports]  # every rule a peer matches, and its ports
+# Every rule a peer matches, as the rules its pod matches (shared by the pods of a namespace
+# with the same labels) and those its address range matches (shared by the range), and its
+# ports. Two shared sets rather than their union: a union is a set of its own per group of
+# peers (~2 KB each, thousands of groups).
+Matched = tuple[frozenset[str], frozenset[str], Ports]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +97,23 @@ def _key_text(key: RowKey | ColumnKey) -> str:
     return "\n".join(sorted(names)) + "|" + ports
 
 
-class _Ids:
+class _Ids(Generic[K]):
     """Ids derived from keys, reference counted; a collision probes to the next hash."""
 
     def __init__(self, salt: str, tag: int = 0) -> None:
         self.salt = salt
         self.tag = tag
-        self.id_of: dict[Hashable, int] = {}
-        self.key_of: dict[int, Hashable] = {}
-        self.refs: Counter[Hashable] = Counter()
+        self.id_of: dict[K, int] = {}
+        self.key_of: dict[int, K] = {}
+        self.refs: Counter[K] = Counter()
 
-    def acquire(self, key: Hashable, text: Callable[[], str]) -> tuple[int, bool]:
+    def canonical(self, key: K) -> K:
+        """The live key equal to `key` if there is one, else `key`: equal keys held as one
+        object."""
+        found = self.id_of.get(key)
+        return key if found is None else self.key_of[found]
+
+    def acquire(self, key: K, text: Callable[[], str]) -> tuple[int, bool]:
         """The key's id, and whether the key just came alive (`text` names a new key)."""
         self.refs[key] += 1
         found = self.id_of.get(key)
@@ -116,7 +129,7 @@ class _Ids:
         self.id_of[key], self.key_of[value] = value, key
         return value, True
 
-    def release(self, key: Hashable) -> int | None:
+    def release(self, key: K) -> int | None:
         """Drop one reference; the freed id when it was the last."""
         self.refs[key] -= 1
         if self.refs[key] > 0:
@@ -183,7 +196,7 @@ class _ConnTags:
     """Connection tags shared by all sides, with their (tag . protocol . ports) elements."""
 
     def __init__(self, ports: ElementMap) -> None:
-        self.ids = _Ids("conns", CONN_TAG)
+        self.ids: _Ids[Conns] = _Ids("conns", CONN_TAG)
         self.ports = ports
 
     def acquire(self, conns: Conns) -> int:
@@ -195,12 +208,10 @@ class _ConnTags:
 
     def elements(self, tag: int) -> Iterator[tuple[int, str, int, int]]:
         conns = self.ids.key_of[tag]
-        assert isinstance(conns, Conns)
         return _port_elements(tag, conns)
 
     def release(self, tag: int) -> None:
         conns = self.ids.key_of[tag]
-        assert isinstance(conns, Conns)
         if self.ids.release(conns) is not None:
             for element in _port_elements(tag, conns):
                 self.ports.delete(element)
@@ -224,7 +235,8 @@ class _Rules:
         self.direction = direction
         self.namespaces = namespaces
         self._candidates: dict[str, list[tuple[str, PodPeer]]] = {}
-        self._by_labels: dict[tuple[str, tuple[tuple[str, str], ...]], frozenset[str]] = {}
+        self._by_labels: dict[tuple[str, ...], frozenset[str]] = {}
+        self._sets: dict[frozenset[str], frozenset[str]] = {}  # one object per distinct set
         self.by_text: dict[str, Rule] = {}
         self.by_key: dict[str, AnyPolicy] = {}
         self.of_policy: dict[str, frozenset[str]] = {}
@@ -273,19 +285,23 @@ class _Rules:
 
     def of_pod(self, pod: Pod) -> frozenset[str]:
         """The rules whose pod peers match the pod (cached per namespace and labels)."""
-        key = (pod.namespace, tuple(sorted(pod.labels.items())))  # smaller than a frozenset
+        # namespace, then label names and values in turn: one flat tuple, a third of a tuple
+        # of pairs and smaller than a frozenset
+        key = (pod.namespace, *chain.from_iterable(sorted(pod.labels.items())))
         found = self._by_labels.get(key)
         if found is None:
-            found = self._by_labels[key] = frozenset(
+            rules = frozenset(
                 text
                 for text, peer in self._namespace_peers(pod.namespace)
                 if peer.pods.matches(pod.labels)
             )
+            found = self._by_labels[key] = self._sets.setdefault(rules, rules)
         return found
 
     def forget_namespace(self, name: str) -> None:
         self._candidates.pop(name, None)
         self._by_labels = {k: v for k, v in self._by_labels.items() if k[0] != name}
+        self._sets = {rules: rules for rules in self._by_labels.values()}
 
     def _namespace_peers(self, name: str) -> list[tuple[str, PodPeer]]:
         found = self._candidates.get(name)
@@ -366,9 +382,6 @@ class _Peers:
     def of_address(self, ip: IPAddress) -> frozenset[str]:
         return self.span_rules[self.index(ip)]
 
-    def of_pod(self, pod: Pod, ip: IPAddress) -> frozenset[str]:
-        return self.rules.of_pod(pod) | self.of_address(ip)
-
 
 class Side:
     """One family's one direction: the own, peer, range, pair and default maps and their keys.
@@ -395,8 +408,8 @@ class Side:
         self.rules = rules
         self.peers = _Peers(rules, family)
         self._tags = tags
-        self._rows = _Ids(f"{self.own.name}")
-        self._columns = _Ids(f"{self.peer.name}")
+        self._rows: _Ids[RowKey] = _Ids(f"{self.own.name}")
+        self._columns: _Ids[ColumnKey] = _Ids(f"{self.peer.name}")
         self.relevant: Counter[str] = Counter()  # policy -> local rows it is part of
         # Rules of policies selecting no pod here decide nothing here, so columns need not
         # tell their peers apart: rules of policies selecting local pods ("relevant") shape
@@ -409,12 +422,13 @@ class Side:
         self._relevant_rules: frozenset[str] = frozenset(rules.wide)
         self._column_keys: dict[Matched, ColumnKey] = {}
         self.row_of: dict[IPAddress, RowKey] = {}
-        self.column_of: dict[Where, ColumnKey] = {}  # placed ones
         # every rule each address or range matches, relevant or not; addresses are grouped
-        # by what they match (a few thousand groups for 10,000 pods, one shared tuple each;
-        # an index from rule to addresses would list every address under "to 0.0.0.0/0")
+        # by what they match (a few thousand groups for 10,000 pods, one shared tuple each,
+        # counted; an index from rule to addresses would list every address under "to
+        # 0.0.0.0/0", and even one set of members per group was 3 MiB at 10,000 pods)
         self.matched: dict[Where, Matched] = {}
-        self._sharing: dict[Matched, tuple[Matched, set[Where]]] = {}
+        self._groups: dict[Matched, Matched] = {}
+        self._members: Counter[Matched] = Counter()
         self._row_pairs: dict[RowKey, dict[ColumnKey, int]] = {}
         self._column_pairs: dict[ColumnKey, set[RowKey]] = defaultdict(set)
         self._rows_with_policy: dict[str, set[RowKey]] = defaultdict(set)
@@ -434,16 +448,19 @@ class Side:
         return RowKey(policies, _sorted_ports(pod.ports) if named else ())
 
     def pod_matches(self, pod: Pod, ip: IPAddress) -> Matched:
-        return (self.peers.of_pod(pod, ip), _sorted_ports(pod.ports))
+        return (self.rules.of_pod(pod), self.peers.of_address(ip), _sorted_ports(pod.ports))
 
     def column_key(self, matched: Matched) -> ColumnKey:
         found = self._column_keys.get(matched)
         if found is None:
-            rules = matched[0] & self._relevant_rules
+            rules = (matched[0] | matched[1]) & self._relevant_rules
             named = self.direction == "egress" and any(
                 self.rules.by_text[r].has_named_ports for r in rules
             )
-            found = self._column_keys[matched] = ColumnKey(rules, matched[1] if named else ())
+            # The key in use when there is one: groups of peers share their column's key.
+            found = self._column_keys[matched] = self._columns.canonical(
+                ColumnKey(rules, matched[2] if named else ())
+            )
         return found
 
     # -- placing elements ---------------------------------------------------------------
@@ -476,21 +493,22 @@ class Side:
         element."""
         before = self.matched.get(where)
         if before is not None and before != matched:
-            self._leave(before, where)
+            self._leave(before)
         if matched is None:
             self.matched.pop(where, None)
             key = None
         else:
-            matched = self._join(matched, where) if before != matched else before
+            matched = self._join(matched) if before != matched else before
             self.matched[where] = matched
             key = self.column_key(matched)
             if not key.rules or (
                 not isinstance(where, tuple)
-                and key == self.column_key((self.peers.of_address(where), ()))
+                and key == self.column_key((_NO_RULES, self.peers.of_address(where), ()))
             ):
                 key = None
         target = self.ranges if isinstance(where, tuple) else self.peer
-        old = self.column_of.get(where)
+        placed = target.data.get(where)
+        old = None if placed is None else self._columns.key_of[placed]
         if old == key:
             return
         if key is not None:
@@ -498,28 +516,24 @@ class Side:
             if new:
                 self._add_column(key, column)
             target.set(where, column)
-            self.column_of[where] = key
         else:
             target.delete(where)
-            del self.column_of[where]
         if old is not None:
             freed = self._columns.release(old)
             if freed is not None:
                 self._drop_column(old, freed)
 
-    def _join(self, matched: Matched, where: Where) -> Matched:
-        """Add `where` to the group of its matches; returns the group's shared tuple."""
-        group = self._sharing.get(matched)
-        if group is None:
-            group = self._sharing[matched] = (matched, set())
-        group[1].add(where)
-        return group[0]
+    def _join(self, matched: Matched) -> Matched:
+        """One more member of the group of these matches; returns the group's shared tuple."""
+        group = self._groups.setdefault(matched, matched)
+        self._members[group] += 1
+        return group
 
-    def _leave(self, matched: Matched, where: Where) -> None:
-        members = self._sharing[matched][1]
-        members.discard(where)
-        if not members:
-            del self._sharing[matched]
+    def _leave(self, matched: Matched) -> None:
+        self._members[matched] -= 1
+        if not self._members[matched]:
+            del self._members[matched]
+            del self._groups[matched]
 
     def refresh_relevance(self) -> None:
         """When policies start or stop selecting a pod here, the rules that tell columns
@@ -533,19 +547,19 @@ class Side:
         self._relevant_rules = rules
         self._column_keys.clear()
         # Only what some changed rule matches gets another key.
-        affected = [
-            where
-            for matched, members in self._sharing.values()
-            if not changed.isdisjoint(matched[0])
-            for where in members
-        ]
+        hit = {
+            id(group)
+            for group in self._groups
+            if not (changed.isdisjoint(group[0]) and changed.isdisjoint(group[1]))
+        }
+        affected = [where for where, group in self.matched.items() if id(group) in hit]
         for where in affected:
             self.place_column(where, self.matched[where])
 
     def place_ranges(self) -> None:
         make = _address_text(self.family)
         for span, rules in zip(self.peers.spans, self.peers.span_rules, strict=True):
-            self.place_column((make(span[1]), make(span[2])), (rules, ()))
+            self.place_column((make(span[1]), make(span[2])), (_NO_RULES, rules, ()))
 
     def allows(self, own: IPAddress, peer: IPAddress, protocol: str, port: int) -> bool:
         """What this side's lookups decide for a new connection (as the chain does)."""
@@ -677,7 +691,8 @@ class NodeProgram:
             (f, d): Side(f, self.rules[d], tags, self.journal) for f in FAMILIES for d in DIRECTIONS
         }
         self.pods: dict[str, Pod] = {}
-        self._claims: dict[int, dict[IPAddress, set[str]]] = {f: defaultdict(set) for f in FAMILIES}
+        # the keys of the pods holding each address (a tuple: almost always one)
+        self._claims: dict[int, dict[IPAddress, tuple[str, ...]]] = {f: {} for f in FAMILIES}
         self.pod_cidrs = {f: ElementMap(f"pod_cidrs{f}", "member", self.journal) for f in FAMILIES}
         self.known = {f: ElementMap(f"known{f}", "member", self.journal) for f in FAMILIES}
         self._cidrs = tuple(pod_cidrs)
@@ -726,15 +741,16 @@ class NodeProgram:
         for key in deleted:
             old = self.pods.pop(key, None)
             if old is not None:
-                self._claim(old, affected, add=False)
+                self._claim(old, key, affected, add=False)
         for pod in upserted:
-            old = self.pods.get(pod.key)
+            key = pod.key  # one string per pod, for `pods` and the claims alike
+            old = self.pods.get(key)
             if old == pod:
                 continue
             if old is not None:
-                self._claim(old, affected, add=False)
-            self.pods[pod.key] = pod
-            self._claim(pod, affected, add=True)
+                self._claim(old, key, affected, add=False)
+            self.pods[key] = pod
+            self._claim(pod, key, affected, add=True)
         if namespaces is not None:
             self._namespaces(namespaces, affected)
         for family, addresses in affected.items():
@@ -779,18 +795,19 @@ class NodeProgram:
                     if ip is not None:
                         affected[family].add(ip)
 
-    def _claim(self, pod: Pod, affected: dict[int, set[IPAddress]], *, add: bool) -> None:
+    def _claim(self, pod: Pod, key: str, affected: dict[int, set[IPAddress]], *, add: bool) -> None:
         if pod.host_network:
             return  # the node's own traffic: matched by address ranges only
         for family in FAMILIES:
             ip = _address(pod, family)
             if ip is None:
                 continue
-            claims = self._claims[family][ip]
-            if add:
-                claims.add(pod.key)
+            claims = self._claims[family]
+            others = tuple(other for other in claims.get(ip, ()) if other != key)
+            if add or others:
+                claims[ip] = (*others, key) if add else others
             else:
-                claims.discard(pod.key)
+                claims.pop(ip, None)
             affected[family].add(ip)
 
     def unknown(self, ip: IPAddress) -> bool:
@@ -803,8 +820,6 @@ class NodeProgram:
         """The elements of one address: its owner (the least pod key, when pods share it)."""
         claims = self._claims[family].get(ip)
         owner = self.pods[min(claims)] if claims else None
-        if not claims:
-            self._claims[family].pop(ip, None)
         if owner is not None and any(ip in cidr for cidr in self._cidrs):
             self.known[family].set(ip, True)
         else:

@@ -27,6 +27,7 @@ from netfence.k8s.models import (
     AdminNetworkPolicy,
     BaselineAdminNetworkPolicy,
     ClusterNetworkPolicy,
+    ClusterPolicySubject,
     K8sObject,
     LabelSelector,
     Namespace,
@@ -51,6 +52,9 @@ _MODELS: dict[str, type[K8sObject]] = {
     "ClusterNetworkPolicy": ClusterNetworkPolicy,
     **{kind: Workload for kind in WORKLOAD_KINDS},
 }
+
+
+CLUSTER_POLICY_MODELS = (AdminNetworkPolicy, BaselineAdminNetworkPolicy, ClusterNetworkPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +97,28 @@ class BrokenPolicy:
     file: str
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenClusterPolicy:
+    """What can be read of a rejected AdminNetworkPolicy, BaselineAdminNetworkPolicy or
+    ClusterNetworkPolicy: where it stands (kind, tier, priority) and what it is about (its
+    subject), for a deny-all stand-in there (see `ClusterState.validated`).
+
+    None where the field is unreadable; `subject` None: no pod can be closed for it."""
+
+    kind: str
+    name: str
+    tier: str | None
+    priority: int | None
+    subject: ClusterPolicySubject | None
+    file: str
+
+
 @dataclass
 class Manifests:
     objects: list[Loaded] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    broken: list[BrokenPolicy] = field(default_factory=list)  # NetworkPolicies, rejected
+    # Rejected policies, for enforcement to fail closed.
+    broken: list[BrokenPolicy | BrokenClusterPolicy] = field(default_factory=list)
 
 
 def describe(kind: str, namespace: str, name: str) -> str:
@@ -258,10 +279,11 @@ def _load_object(raw: dict[str, Any], file: str, result: Manifests) -> None:
             Problem("error", message, file=file, obj=ident, path=path, code="invalid-shape")
             for path, message in errors
         )
+        bad = [path for path, _ in errors]
         if kind == "NetworkPolicy":
-            result.broken.append(
-                broken_policy(raw, file, [path for path, _ in errors], namespace, name)
-            )
+            result.broken.append(broken_policy(raw, file, bad, namespace, name))
+        elif model in CLUSTER_POLICY_MODELS:
+            result.broken.append(broken_cluster_policy(raw, file, bad))
         return
     loaded = Loaded(obj, file)
     result.objects.append(loaded)
@@ -383,5 +405,30 @@ def broken_policy(
         namespace if isinstance(namespace, str) and namespace else "default",
         name if isinstance(name, str) else "",
         selector,
+        file,
+    )
+
+
+def broken_cluster_policy(
+    raw: dict[str, Any], file: str, bad_paths: Sequence[str]
+) -> BrokenClusterPolicy:
+    """The readable part of a cluster-wide policy whose shape is wrong: its tier, priority
+    and, unless the problems touch it, its subject (checked further by the caller)."""
+    meta, spec = raw.get("metadata"), raw.get("spec")
+    name = meta.get("name") if isinstance(meta, dict) else None
+    spec = spec if isinstance(spec, dict) else {}
+    subject: ClusterPolicySubject | None = None
+    if not any(path.startswith("spec.subject") or path == "spec" for path in bad_paths):
+        try:
+            subject = ClusterPolicySubject.model_validate(spec.get("subject"))
+        except ValidationError:
+            subject = None
+    tier, priority = spec.get("tier"), spec.get("priority")
+    return BrokenClusterPolicy(
+        raw["kind"],
+        name if isinstance(name, str) else "",
+        tier if isinstance(tier, str) else None,
+        priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
+        subject,
         file,
     )

@@ -7,8 +7,8 @@ cannot be built or reached (or a probe that disagrees with the engine), 2 for ba
 
 from __future__ import annotations
 
-import json
 import sys
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +18,7 @@ from rich.console import Console
 
 from netfence.cluster.state import ClusterState
 from netfence.k8s.loader import load_paths
-from netfence.lab import netns
+from netfence.lab import agents, netns
 from netfence.lab import watch as lab_watch
 from netfence.lab.compare import mismatches, render_json, render_text
 from netfence.lab.topology import LabError, external_spans, plan_lab
@@ -42,6 +42,11 @@ Manifests = Annotated[
 class Output(StrEnum):
     txt = "txt"
     json = "json"
+
+
+class Enforcer(StrEnum):
+    agent = "agent"
+    inline = "inline"
 
 
 def _error(message: str, code: int = 1) -> typer.Exit:
@@ -73,11 +78,7 @@ def _dataplane(enforce: bool) -> netns.Dataplane | None:
 
 
 def _info(name: str) -> dict[str, Any]:
-    try:
-        data = json.loads((netns.state_dir(name) / "lab.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return netns.read_json(netns.state_dir(name) / "lab.json")
 
 
 @lab_app.command("up")
@@ -93,27 +94,55 @@ def up_cmd(
             "should pass).",
         ),
     ] = True,
+    enforcer: Annotated[
+        Enforcer,
+        typer.Option(
+            "--enforcer",
+            help="agent: one `netfence agent` per node follows a folder of the manifests as "
+            "the lab runs them (`lab apply` rewrites it); inline: this command loads the "
+            "tables itself.",
+        ),
+    ] = Enforcer.agent,
 ) -> None:
     """Build a lab from manifests (replacing a lab of the same name) and load its rulesets."""
+    by_agents = enforce and enforcer == Enforcer.agent
     try:
         netns.require_root()
         state = _load(paths)
         plan = plan_lab(state, name=name, nodes=nodes, external=external_spans(state))
         timings: dict[str, float] = {}
-        dataplane = _dataplane(enforce)
+        dataplane = _dataplane(enforce and not by_agents)
         with netns.locked(name):
             netns.up(plan, state, paths, dataplane=dataplane, timings=timings)
+            if by_agents:
+                del timings["rulesets"]  # (none loaded by this command)
+                start = time.monotonic()
+                agents.up(plan, state, paths)
+                timings["agents"] = time.monotonic() - start
             netns.write_json(
                 netns.state_dir(name) / "lab.json",
-                {"enforced": dataplane is not None, "sources": [str(p) for p in paths]},
+                {
+                    "enforced": enforce,
+                    "enforcer": enforcer.value,
+                    "sources": [str(p) for p in paths],
+                },
             )
     except LabError as exc:
         raise _error(str(exc)) from None
     own = sum(not p.host_network for p in plan.pods)
+    if by_agents:
+        port = agents.read_registry(name)[plan.nodes[0].name]["port"]
+        how = (
+            f"enforced by {len(plan.nodes)} agents (in each node: "
+            f"`ip netns exec {plan.nodes[0].netns} curl 127.0.0.1:{port}/metrics`; "
+            f"logs in {netns.state_dir(name) / 'logs'})"
+        )
+    else:
+        how = "rulesets loaded" if dataplane is not None else "no rulesets (not enforcing)"
     _note(
         f"lab {name} up: {len(plan.nodes)} nodes, {len(plan.pods)} pods ({own} namespaces), "
         f"{len(plan.outside.addresses)} outside addresses; "
-        + ("rulesets loaded" if dataplane is not None else "no rulesets (not enforcing)")
+        + how
         + " ("
         + ", ".join(f"{k} {v:.2f} s" for k, v in timings.items())
         + ")"
@@ -124,7 +153,8 @@ def up_cmd(
 
 @lab_app.command("apply")
 def apply_cmd(paths: Manifests, name: Name = "default") -> None:
-    """Reload manifests into a running lab: pods added or removed, rulesets reloaded."""
+    """Reload manifests into a running lab: pods added or removed, rulesets reloaded (with
+    agents: their folder rewritten, and the command waits until every node enforces it)."""
     try:
         netns.require_root()
         with netns.locked(name):
@@ -132,13 +162,31 @@ def apply_cmd(paths: Manifests, name: Name = "default") -> None:
             old_state = _load([netns.manifests_dir(name)], quiet=True)
             state = _load(paths)
             new = plan_lab(state, name=name, external=external_spans(state), previous=old)
-            enforce = bool(_info(name).get("enforced", True))
+            info = _info(name)
+            enforce = bool(info.get("enforced", True))
+            enforcer = Enforcer(info.get("enforcer", Enforcer.inline.value))
+            by_agents = enforce and enforcer == Enforcer.agent
+            if by_agents:
+                agents.make_room(new)  # before a hostNetwork listener wants an agent's port
             modes = netns.update(
-                old, new, state, paths, dataplane=_dataplane(enforce), old_state=old_state
+                old,
+                new,
+                state,
+                paths,
+                dataplane=_dataplane(enforce and not by_agents),
+                old_state=old_state,
             )
+            start = time.monotonic()
+            if by_agents:
+                modes = agents.enforce(new, state, paths)
+            seconds = time.monotonic() - start
             netns.write_json(
                 netns.state_dir(name) / "lab.json",
-                {"enforced": enforce, "sources": [str(p) for p in paths]},
+                {
+                    "enforced": enforce,
+                    "enforcer": enforcer.value,
+                    "sources": [str(p) for p in paths],
+                },
             )
     except LabError as exc:
         raise _error(str(exc)) from None
@@ -147,6 +195,8 @@ def apply_cmd(paths: Manifests, name: Name = "default") -> None:
     added = {p.key for p in new.pods} - {p.key for p in old.pods}
     removed = {p.key for p in old.pods} - {p.key for p in new.pods}
     how = ", ".join(f"{node} {mode}" for node, mode in modes.items()) or "not enforcing"
+    if by_agents:
+        how = f"{how} (by the agents, all enforcing after {seconds:.2f} s)"
     _note(f"lab {name}: {len(added)} pod(s) added, {len(removed)} removed; rulesets: {how}")
 
 

@@ -12,7 +12,8 @@ enforced here in one place rather than trusted to callers:
 
 State lives in /run/netfence/lab/<name>/: `plan.json`, `listeners.json` (pid and ports per
 namespace), `manifests/` (a snapshot of the manifests the lab runs, so `probe` compares
-against exactly what was applied) and the listeners' logs.
+against exactly what was applied), the listeners' logs and, when agents enforce
+(`agents`), their folder, `agents.json` and logs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from netfence.cluster.state import ClusterState
 from netfence.lab import listeners
@@ -313,13 +314,28 @@ def build(plan: LabPlan, created: list[str]) -> None:
 # -- state directory ----------------------------------------------------------------------
 
 
-def write_json(path: Path, data: object) -> None:
-    """Write atomically: a reader (another `lab` command) never sees half a file."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write by renaming a finished file into place: a reader (another `lab` command, an
+    agent's folder watcher) never sees half a file. The temporary name ends in `.tmp`,
+    which no manifest reader picks up."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as out:
-        json.dump(data, out, indent=1)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, data: object) -> None:
+    write_atomic(path, json.dumps(data, indent=1).encode())
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A state file's object; empty when it is missing or not one (never half written)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def save_plan(plan: LabPlan) -> None:
@@ -498,6 +514,20 @@ def _sync_addresses(netns: str, old: Sequence[Address], new: Sequence[Address]) 
     ip_batch(netns, cmds)
 
 
+@contextlib.contextmanager
+def scratch_namespace(plan: LabPlan, suffix: str) -> Iterator[str]:
+    """An empty namespace of the lab for a moment's work (`down` would remove it too)."""
+    netns = _checked(f"{plan.prefix}{suffix}", plan.prefix)
+    if (NETNS_DIR / netns).exists():  # left by an interrupted command
+        _delete_namespace(netns)
+    _run(["ip", "netns", "add", netns])
+    try:
+        yield netns
+    finally:
+        with held():
+            _delete_namespace(netns)
+
+
 def _delete_namespace(netns: str) -> None:
     with held():
         proc = subprocess.run(
@@ -508,13 +538,17 @@ def _delete_namespace(netns: str) -> None:
 
 
 def down(name: str) -> list[str]:
-    """Remove the lab: its listeners, every `nf-<name>-*` namespace, its state directory.
+    """Remove the lab: its agents and listeners, every `nf-<name>-*` namespace, its state
+    directory.
 
     Works from names alone (no plan needed), so it also cleans up after a crash. Returns
     the namespaces removed.
     """
     require_root()
+    from netfence.lab import agents  # (it builds on this module)
+
     prefix = namespace_prefix(name)
+    agents.stop(name)  # first: a process keeps a deleted namespace alive
     found = lab_namespaces(name)
     listeners.stop(name, found)
     errors = []

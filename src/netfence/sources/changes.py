@@ -1,4 +1,4 @@
-"""The stream every source produces: changes to namespaces, pods and policies.
+"""The stream every source produces: changes to namespaces, pods, nodes and policies.
 
 A source (a manifest folder, the Kubernetes API) yields `Update`s; a `ClusterStore` applies
 them and says which keys changed, so the agent recompiles only what a change touches. Changes
@@ -15,14 +15,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
-from netfence.cluster.state import Namespace, Pod, Policy
+from netfence.cluster.state import ClusterPolicy, Namespace, Node, Pod, Policy
 from netfence.problems import Problem
 
-Kind = Literal["Namespace", "Pod", "NetworkPolicy"]
+ClusterPolicyKind = Literal[
+    "AdminNetworkPolicy", "BaselineAdminNetworkPolicy", "ClusterNetworkPolicy"
+]
+Kind = Literal["Namespace", "Pod", "NetworkPolicy", "Node", ClusterPolicyKind]
 Action = Literal["upsert", "delete"]
-Record = Namespace | Pod | Policy
+Record = Namespace | Pod | Policy | ClusterPolicy | Node
+CLUSTER_POLICY_KINDS: tuple[ClusterPolicyKind, ...] = get_args(ClusterPolicyKind)
 
 
 class SourceError(Exception):
@@ -33,7 +37,8 @@ class SourceError(Exception):
 class Change:
     """One record added or replaced (`upsert`) or removed (`delete`).
 
-    `key` is `namespace/name` for pods and policies, the name for namespaces.
+    `key` is `namespace/name` for pods and NetworkPolicies, the name for namespaces and
+    nodes, `Kind/name` for cluster-wide policies (see `ClusterPolicy.key`).
     """
 
     kind: Kind
@@ -68,14 +73,22 @@ class Source(Protocol):
         ...
 
 
+_KINDS: dict[type, Kind] = {
+    Namespace: "Namespace",
+    Pod: "Pod",
+    Policy: "NetworkPolicy",
+    Node: "Node",
+}
+
+
 def kind_of(record: Record) -> Kind:
-    if isinstance(record, Namespace):
-        return "Namespace"
-    return "Pod" if isinstance(record, Pod) else "NetworkPolicy"
+    if isinstance(record, ClusterPolicy):
+        return next(kind for kind in CLUSTER_POLICY_KINDS if kind == record.kind)
+    return _KINDS[type(record)]
 
 
 def key_of(record: Record) -> str:
-    return record.name if isinstance(record, Namespace) else record.key
+    return record.name if isinstance(record, Namespace | Node) else record.key
 
 
 def differences(kind: Kind, old: dict[str, Record], new: dict[str, Record]) -> list[Change]:

@@ -1,4 +1,5 @@
-"""Namespaces, Pods and NetworkPolicies from a folder of manifests, followed as it changes.
+"""Namespaces, Pods, Nodes and policies of every tier from a folder of manifests, followed as
+it changes.
 
 The folder is read with the same loader and validation as `netfence check` (`load_paths`,
 `ClusterState.validated`), so the agent enforces exactly what the analysis commands report.
@@ -12,7 +13,7 @@ as the read is caught by comparing contents, as git does with "racy" timestamps)
 
 Pods are kept validated and projected, not parsed: a parsed Pod is several KB of pydantic
 models against a few hundred bytes for its record, so at 10,000 pods the parsed objects were
-most of the agent's memory. Everything else (namespaces, policies, workloads: few, and a
+most of the agent's memory. Everything else (namespaces, nodes, policies, workloads: few, and a
 policy's record holds its spec anyway) is kept parsed and goes through
 `ClusterState.validated` on every read; the Pods' part of it (their own API-server verdict,
 duplicate names among Pods, the namespaces they imply) is applied to the kept records.
@@ -34,6 +35,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import get_args
 
 from watchdog.events import (
     EVENT_TYPE_CLOSED,
@@ -46,12 +48,20 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from netfence.cluster.state import ClusterState, Pod, namespace_record
+from netfence.cluster.state import ClusterState, Pod, forget_shared_parts, namespace_record
 from netfence.k8s import models
 from netfence.k8s.loader import MANIFEST_SUFFIXES, Loaded, Manifests, load_paths, manifest_files
 from netfence.k8s.validation import duplicate_names, validate
 from netfence.problems import Problem
-from netfence.sources.changes import Kind, Record, SourceError, Update, differences
+from netfence.sources.changes import (
+    CLUSTER_POLICY_KINDS,
+    Kind,
+    Record,
+    SourceError,
+    Update,
+    differences,
+    kind_of,
+)
 
 # Reading a file opens and closes it: those events must not trigger another reload.
 _WRITES = {
@@ -90,7 +100,7 @@ class FilesSource:
         observer.schedule(handler, str(self.folder), recursive=True)
         observer.start()
         try:
-            held: dict[Kind, dict[str, Record]] = {"Namespace": {}, "Pod": {}, "NetworkPolicy": {}}
+            held: dict[Kind, dict[str, Record]] = {kind: {} for kind in get_args(Kind)}
             problems: tuple[Problem, ...] | None = None  # None: nothing emitted yet
             watched = True
             while True:
@@ -136,14 +146,17 @@ class FilesSource:
             )
             return _Contents(held, (gone,))
         state = self._files.read()
-        return _Contents(
-            {
-                "Namespace": dict(state.namespaces),
-                "Pod": {pod.key: pod for pod in state.pods},
-                "NetworkPolicy": {policy.key: policy for policy in state.policies},
-            },
-            tuple(state.problems),
-        )
+        records: dict[Kind, dict[str, Record]] = {
+            "Namespace": dict(state.namespaces),
+            "Pod": {pod.key: pod for pod in state.pods},
+            "NetworkPolicy": {policy.key: policy for policy in state.policies},
+            # The declared nodes only (see `_validated`): the store adds what pods imply.
+            "Node": dict(state.nodes),
+            **{kind: {} for kind in CLUSTER_POLICY_KINDS},
+        }
+        for policy in state.cluster_policies:
+            records[kind_of(policy)][policy.key] = policy
+        return _Contents(records, tuple(state.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +224,11 @@ def _parse(file: Path) -> _Parsed:
     parse's garbage (YAML nodes, pydantic models), and those few objects keep CPython's
     arenas, hence the process's memory, from being freed afterwards (at 10,000 pods: ~170
     MiB held for ~35 MiB of records). Copied through pickle once the garbage is gone, they
-    fill fresh arenas and the old ones go back to the system (~100 MiB)."""
+    fill fresh arenas and the old ones go back to the system (~100 MiB). The parts pod
+    records share (`cluster/state.py`) were made during the parse too: forgotten, so that
+    they do not hold those arenas (~45 MiB); the copies share them among themselves."""
     blob = pickle.dumps(_objects(file))  # the parse's garbage is freed on return
+    forget_shared_parts()
     kept: _Parsed = pickle.loads(blob)
     return kept
 
@@ -225,7 +241,11 @@ def _objects(file: Path) -> _Parsed:
 
 
 def _validated(manifests: Manifests, pods: list[_Pod]) -> ClusterState:
-    """`ClusterState.validated` (failing closed) of the manifests and the kept pods."""
+    """`ClusterState.validated` (failing closed) of the manifests and the kept pods.
+
+    The pods are added to the state afterwards, so its nodes are the declared ones (and those
+    of workload templates, which name none): the nodes pods imply are the store's to add, as
+    they are for every source."""
     state = ClusterState.validated(manifests, fail_closed=True)
     state.problems.extend(p for pod in pods for p in pod.problems)
     valid = [pod for pod in pods if pod.record is not None]

@@ -1,4 +1,4 @@
-"""Namespaces, Pods and NetworkPolicies from a Kubernetes API server: list + watch.
+"""Namespaces, Pods, Nodes and policies of every tier from a Kubernetes API server: list + watch.
 
 Raw JSON, not the client's models: a typed client list of 10,000 pods holds about 650 MB of
 Python objects, while the records netfence keeps (namespace, name, labels, IPs, node, ports,
@@ -18,6 +18,13 @@ list again and emit the difference against what is held, deletions included. Oth
 (refused or reset connections, 5xx, 429, 401/403) are retried with capped exponential backoff
 with jitter, so the agents of a whole cluster do not reconnect in step; meanwhile the records
 held stay in force.
+
+AdminNetworkPolicy, BaselineAdminNetworkPolicy and ClusterNetworkPolicy are CRDs that many
+clusters do not install. A resource the server does not serve (404) is empty, not an error:
+the source says so once in the log, counts it as listed (the agent becomes ready without it),
+looks again every `recheck` seconds or so and follows it from the moment it is served; when
+it goes away (the CRD deleted), what was held of it is deleted. Nodes are read for their labels
+and InternalIP/ExternalIP addresses (what `nodes` peers match), nothing else.
 """
 
 from __future__ import annotations
@@ -39,7 +46,15 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from netfence.cluster.state import ClusterState
 from netfence.k8s.loader import load_objects
 from netfence.problems import Problem
-from netfence.sources.changes import Change, Kind, Record, SourceError, Update, differences
+from netfence.sources.changes import (
+    CLUSTER_POLICY_KINDS,
+    Change,
+    Kind,
+    Record,
+    SourceError,
+    Update,
+    differences,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +63,24 @@ log = logging.getLogger(__name__)
 class Resource:
     kind: Kind
     path: str  # the collection across all namespaces
+    optional: bool = False  # a CRD: not served (404) is empty, and looked for again later
 
 
+_ANP_API = "/apis/policy.networking.k8s.io/v1alpha1"
 RESOURCES = (
     Resource("Namespace", "/api/v1/namespaces"),
     Resource("Pod", "/api/v1/pods"),
     Resource("NetworkPolicy", "/apis/networking.k8s.io/v1/networkpolicies"),
+    Resource("Node", "/api/v1/nodes"),
+    Resource("AdminNetworkPolicy", f"{_ANP_API}/adminnetworkpolicies", optional=True),
+    Resource(
+        "BaselineAdminNetworkPolicy", f"{_ANP_API}/baselineadminnetworkpolicies", optional=True
+    ),
+    Resource(
+        "ClusterNetworkPolicy",
+        "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies",
+        optional=True,
+    ),
 )
 
 
@@ -111,6 +138,10 @@ class _Failed(Exception):
     """A response the source cannot use (an HTTP error, a malformed body); retried."""
 
 
+class _Missing(_Failed):
+    """404: the server does not serve the resource (a CRD that is not installed)."""
+
+
 @dataclass
 class _Held:
     """One resource's records and problems by key, and where its watch resumes."""
@@ -118,7 +149,9 @@ class _Held:
     records: dict[str, Record] = field(default_factory=dict)
     problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
     version: str | None = None
-    progressed: bool = False  # a watch event arrived since the last list
+    # Since the last list, a watch event arrived or a request failed: the version has aged,
+    # and a 410 for it is no sign of a server that answers every list with a stale one.
+    progressed: bool = False
 
     def all_problems(self) -> tuple[Problem, ...]:
         return tuple(p for found in self.problems.values() for p in found)
@@ -143,8 +176,12 @@ class KubeSource:
         watch_timeout: float = 300.0,
         backoff: Callable[[], Backoff] = Backoff,
         resources: Sequence[Resource] = RESOURCES,
+        recheck: float = 30.0,
     ) -> None:
+        """`recheck`: how often (seconds, plus up to half as much jitter) to look again for
+        an optional resource that is not served."""
         self._api = api
+        self._recheck = recheck
         self._page_size = page_size
         self._watch_timeout = watch_timeout
         self._backoff = backoff
@@ -187,11 +224,15 @@ class KubeSource:
         held = _Held()
         backoff = self._backoff()
         kind = resource.kind
+        absent = False
         while True:
             try:
                 if held.version is None:
                     queue.put_nowait(await self._list(resource, held))
                     backoff.reset()
+                    if absent:
+                        log.info("%s: %s is served now; following it", kind, resource.path)
+                        absent = False
                 started = time.monotonic()
                 events = await self._watch(resource, held, queue)
                 if events or time.monotonic() - started > 1.0:
@@ -204,7 +245,22 @@ class KubeSource:
                     await asyncio.sleep(backoff.next_delay())
                 held.version = None
             except (aiohttp.ClientError, TimeoutError, _Failed) as exc:
+                if isinstance(exc, _Missing) and resource.optional:
+                    if not absent:  # once per absence: the log line, and its (empty) view
+                        log.info(
+                            "%s: %s is not served (%s); empty until it is, looking again "
+                            "every %.0f s",
+                            kind,
+                            resource.path,
+                            exc,
+                            self._recheck,
+                        )
+                        queue.put_nowait(_absent(kind, held))
+                        absent = True
+                    await asyncio.sleep(self._recheck * random.uniform(1.0, 1.5))
+                    continue
                 self.stats.errors[kind] += 1
+                held.progressed = True
                 delay = backoff.next_delay()
                 log.warning(
                     "%s: %s; retrying in %.1f s", kind, str(exc) or type(exc).__name__, delay
@@ -338,6 +394,8 @@ class KubeSource:
             message = body[:200].decode("utf-8", "replace")
         if response.status == 410:
             raise _Gone(message)
+        if response.status == 404:
+            raise _Missing(f"{path}: HTTP 404 {message}")
         raise _Failed(f"{path}: HTTP {response.status} {message}")
 
 
@@ -351,15 +409,24 @@ def project(kind: Kind, raw: Any) -> tuple[str, Record | None, tuple[Problem, ..
         found = list(state.pods)
     elif kind == "NetworkPolicy":
         found = list(state.policies)
-    else:
+    elif kind == "Namespace":
         found = list(state.namespaces.values())
+    elif kind == "Node":
+        found = list(state.nodes.values())
+    else:
+        found = list(state.cluster_policies)
     return _key(kind, raw), (found[0] if found else None), tuple(state.problems)
 
 
 def _key(kind: Kind, obj: dict[str, Any]) -> str:
+    """As `changes.key_of` has it for the object's record."""
     meta = _metadata(obj)
     name = str(meta.get("name") or "")
-    return name if kind == "Namespace" else f"{meta.get('namespace') or 'default'}/{name}"
+    if kind in ("Namespace", "Node"):
+        return name
+    if kind in CLUSTER_POLICY_KINDS:
+        return f"{kind}/{name}"
+    return f"{meta.get('namespace') or 'default'}/{name}"
 
 
 def _metadata(obj: dict[str, Any]) -> dict[str, Any]:
@@ -375,6 +442,14 @@ def _json(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Failed("not a JSON object")
     return value
+
+
+def _absent(kind: Kind, held: _Held) -> _Step:
+    """An optional resource the server does not serve: listed, and empty."""
+    changes = tuple(Change.delete(kind, key) for key in held.records)
+    had_problems = bool(held.problems)
+    held.records, held.problems, held.version = {}, {}, None
+    return _Step(kind, changes, () if had_problems else None, listed=True)
 
 
 async def _next(queue: asyncio.Queue[_Step | Exception]) -> _Step:
