@@ -25,8 +25,7 @@ from rich.text import Text
 # What the commands' options name is imported here; the matrix, lint, explanations and the
 # report (numpy and all) by the commands that use them, so that `netfence agent`, which runs
 # for good on every node, does not hold them.
-from netfence.analysis.diff import DiffFormat, diff, render_diff
-from netfence.analysis.render import ListFormat, render_list
+from netfence.analysis.formats import DiffFormat, ListFormat
 from netfence.cluster.state import ClusterState
 from netfence.dataplane.compile import compile_node
 from netfence.dataplane.decisions import DecisionLog
@@ -121,6 +120,7 @@ def list_cmd(
 ) -> None:
     """Whole-cluster connectivity: every pair of workloads or external ranges that can connect."""
     from netfence.analysis.connlist import connectivity
+    from netfence.analysis.render import render_list
     from netfence.policy.matrix import ClusterMatrix
 
     state = load_state(paths)
@@ -235,6 +235,8 @@ def diff_cmd(
     """Connectivity added, removed or changed between two sets of manifests."""
     before = load_state([old])
     after = load_state([new])
+    from netfence.analysis.diff import diff, render_diff
+
     write(render_diff(diff(before, after, host_network.value), output))
     if before.errors or after.errors:
         raise typer.Exit(1)

@@ -121,25 +121,33 @@ def test_concurrent_callers_are_serialised(nft: Nftables) -> None:
     assert len(listed) == count
 
 
-def test_table_shape_ignores_elements_and_counters_not_rules(nft: Nftables) -> None:
+def test_shape_and_rules_ignore_elements_and_counters(nft: Nftables) -> None:
     """The agent's drift check: a table hit by traffic (counters) or changed by elements
-    keeps its shape; a rule added or the table deleted does not."""
+    keeps its declarations and rules; a rule added changes the rules, a set or the table
+    deleted the declarations. Other tables are not part of either."""
     nft.apply(
-        "table inet netfence {\n set s { type ipv4_addr; }\n"
+        "table inet netfence {\n set s { type ipv4_addr; }\n map m { type mark : mark; }\n"
         " chain c { type filter hook input priority 0; policy accept;\n"
         "  counter packets 5 bytes 7 drop; }\n}\n"
+        "table inet other {\n set o { type ipv4_addr; }\n}\n"
     )
-    shape = nft.table_shape()
-    assert "set s" in shape and "counter drop" in shape
-    nft.apply("add element inet netfence s { 192.0.2.1 }\n")
+    shape, rules = nft.table_shape(), nft.table_rules()
+    assert "set s" in shape and "map m" in shape and "chain c" in shape and "other" not in shape
+    assert "counter drop" in rules
+    nft.apply("add element inet netfence s { 192.0.2.1 }\nadd element inet netfence m { 1 : 2 }\n")
+    nft.apply("add element inet other o { 192.0.2.9 }\ndelete table inet other\n")
     full = nft.list_table()
     assert "192.0.2.1" in full and "packets 5" in full
-    assert nft.table_shape() == shape and "packets" not in shape
+    assert (nft.table_shape(), nft.table_rules()) == (shape, rules)
+    assert "192.0.2.1" not in rules and "packets" not in rules
     nft.apply("add rule inet netfence c ip saddr 192.0.2.2 accept\n")
+    assert nft.table_shape() == shape and nft.table_rules() != rules
+    nft.apply("delete map inet netfence m\n")
     assert nft.table_shape() != shape
     nft.apply("delete table inet netfence\n")
+    assert nft.table_shape() == ""
     with pytest.raises(ApplyError):
-        nft.table_shape()
+        nft.table_rules()
 
 
 def test_missing_namespace_is_an_apply_error(nft: Nftables) -> None:

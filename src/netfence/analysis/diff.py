@@ -11,10 +11,10 @@ import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
 from netfence.analysis.connlist import Connection, Peer, connectivity
+from netfence.analysis.formats import DiffFormat
 from netfence.cluster.state import ClusterState
 from netfence.policy.conns import NO_CONNS, Conns
 from netfence.policy.engine import HostNetworkMode
@@ -75,13 +75,6 @@ def _by_pair(connections: Iterable[Connection]) -> dict[tuple[Peer, Peer], Conns
 
 def _workloads(state: ClusterState) -> set[Peer]:
     return {Peer.of_pod(p) for p in state.pods}
-
-
-class DiffFormat(StrEnum):
-    txt = "txt"
-    json = "json"
-    csv = "csv"
-    md = "md"
 
 
 def render_diff(differences: Sequence[Difference], fmt: DiffFormat) -> str:

@@ -10,19 +10,11 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterator
-from enum import StrEnum
 
 from netfence.analysis.connlist import ConnList
+from netfence.analysis.formats import ListFormat
 
 CHUNK = 10_000
-
-
-class ListFormat(StrEnum):
-    txt = "txt"
-    json = "json"
-    csv = "csv"
-    md = "md"
-    dot = "dot"
 
 
 def render_list(connections: ConnList, fmt: ListFormat) -> Iterator[str]:
