@@ -1000,6 +1000,14 @@ def test_node_addresses_are_validated() -> None:
     only_error(text, "Node n1", "status.addresses[0].address", "not a valid IP")
 
 
+def test_node_pod_ranges_are_read_and_validated() -> None:
+    good = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDR: 10.244.1.0/24, "
+    state = build(good + 'podCIDRs: [10.244.1.0/24, "fd00:10:244:1::/64"]}', allow_problems=False)
+    assert [str(c) for c in state.nodes["n1"].pod_cidrs] == ["10.244.1.0/24", "fd00:10:244:1::/64"]
+    bad = "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nspec: {podCIDRs: [10.244.1.0]}"
+    only_error(bad, "Node n1", "spec.podCIDRs[0]", "not a valid CIDR")
+
+
 # -- lint, check, diff ---------------------------------------------------------------------
 
 

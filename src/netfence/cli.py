@@ -344,7 +344,8 @@ def agent_cmd(
         typer.Option(
             "--pod-cidr",
             help="The node's pod range: addresses there that no known pod holds are refused "
-            "until the pod's rules are programmed.",
+            "until the pod's rules are programmed. Default: the ranges the node's Node object "
+            "declares (spec.podCIDRs), when the source has it; 'none' refuses nothing.",
         ),
     ] = None,
     decision_log: Annotated[
@@ -377,7 +378,11 @@ def agent_cmd(
         raise fail(f"--listen {listen!r}: write host:port, e.g. 127.0.0.1:9990, or off")
     try:
         addresses = frozenset(str(ipaddress.ip_address(a)) for a in node_address or ())
-        cidrs = tuple(ipaddress.ip_network(c) for c in pod_cidr or ())
+        cidrs = (
+            None
+            if not pod_cidr
+            else tuple(ipaddress.ip_network(c) for c in pod_cidr if c != "none")
+        )
     except ValueError as exc:
         raise fail(f"--node-address/--pod-cidr: {exc}") from None
     configure_logging()

@@ -139,13 +139,14 @@ spec:
 """
 
 
-def test_a_node_is_its_labels_and_ip_addresses() -> None:
+def test_a_node_is_its_labels_ip_addresses_and_pod_ranges() -> None:
     key, record, problems = project("Node", yaml.safe_load(NODE))
     assert (key, problems) == ("node-3", ())
     assert record == Node(
         "node-3",
         {HOSTNAME_LABEL: "node-3", "topology.kubernetes.io/zone": "z1"},
         (ipaddress.ip_address("172.18.0.3"), ipaddress.ip_address("fc00:f853:ccd:e793::3")),
+        pod_cidrs=(ipaddress.ip_network("10.0.3.0/24"),),
     )
 
 

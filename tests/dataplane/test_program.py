@@ -193,3 +193,20 @@ def test_cluster_policy_or_node_change_asks_for_a_new_table_pod_churn_does_not()
     )
     assert not program.sync(moved)
     assert not program.sync(dataclasses.replace(state, cluster_policies=[]))
+
+
+def test_pod_ranges_default_to_those_the_node_declares() -> None:
+    """With no ranges given (the DaemonSet's case), the node's Node object says them; when
+    they change, the table's sets do: a new table."""
+    node = "apiVersion: v1\nkind: Node\nmetadata: {name: n0}\nspec: {podCIDRs: [%s]}\n---\n"
+    state = _place(build_text(node % "192.168.0.0/16", model=True))
+    program = NodeProgram(state, "n0", None)
+    assert list(program.pod_cidrs[4].data) == [("192.168.0.0", "192.168.255.255")]
+    assert not program.pod_cidrs[6].data
+    held = {ip for p in state.pods for ip in p.ips if ip.version == 4}
+    assert held and set(program.known[4].data) == held  # the model's pods are in 192.168/16
+    stranger = ipaddress.ip_address("192.168.250.250")
+    assert program.unknown(stranger) and not NodeProgram(state, "n0").unknown(stranger)
+    assert program.sync(state)
+    moved = _place(build_text(node % "192.168.0.0/17", model=True))
+    assert not program.sync(moved)

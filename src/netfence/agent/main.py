@@ -28,7 +28,8 @@ class Options:
     netns: str | None = None
     listen: tuple[str, int] | None = ("127.0.0.1", 9990)
     node_addresses: frozenset[str] = frozenset()
-    pod_cidrs: tuple[IPNetwork, ...] = ()  # refused until programmed: see NodeProgram
+    # refused until programmed (see NodeProgram); None: those the node's Node object declares
+    pod_cidrs: tuple[IPNetwork, ...] | None = None
     decision_log: str | None = None  # a file to append JSON lines to, "-": stdout; None: off
     audit: bool = False  # report would-be drops, enforce nothing (logs to stdout by default)
 

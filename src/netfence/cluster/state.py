@@ -31,6 +31,7 @@ from netfence.k8s.validation import (
     CLUSTER_POLICY_TIERS,
     NODE_IP_ADDRESS_TYPES,
     duplicate_names,
+    parse_cidr,
     parse_ip,
     priority_conflicts,
     validate,
@@ -130,12 +131,16 @@ class Node:
     host-network pod's own addresses) are addresses of its node. Consumers (engine, matrix,
     and through them the dataplane) only ever see the addresses, resolved into the IR's
     `nodes` peers: a node is a set of IPs there.
+
+    `pod_cidrs`: its pod ranges (`spec.podCIDR(s)`), for the agent on that node, which
+    refuses addresses there that no known pod holds (pods not programmed yet).
     """
 
     name: str
     labels: Mapping[str, str]
     addresses: tuple[IPAddress, ...] = ()
     file: str = ""
+    pod_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass
@@ -344,10 +349,12 @@ def effective_nodes(declared: Iterable[Node], pods: Iterable[Pod]) -> dict[str, 
     labels: dict[str, Mapping[str, str]] = {}
     addresses: dict[str, list[IPAddress]] = {}
     files: dict[str, str] = {}
+    ranges: dict[str, tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]] = {}
     for node in declared:
         labels[node.name] = node.labels
         addresses[node.name] = list(node.addresses)
         files[node.name] = node.file
+        ranges[node.name] = node.pod_cidrs
     for pod in pods:
         if pod.node is None:
             continue
@@ -358,7 +365,9 @@ def effective_nodes(declared: Iterable[Node], pods: Iterable[Pod]) -> dict[str, 
     # In one order whatever the order of declarations and pods: a node's addresses are a set,
     # and equal nodes must compare equal (the agent rebuilds its table when a node changes).
     return {
-        name: Node(name, labels[name], _ordered(addresses[name]), files.get(name, ""))
+        name: Node(
+            name, labels[name], _ordered(addresses[name]), files.get(name, ""), ranges.get(name, ())
+        )
         for name in labels
     }
 
@@ -378,8 +387,15 @@ def _node_record(node: models.Node, file: str) -> Node:
         for ip in [parse_ip(entry.address)]
         if ip is not None
     )
+    spec = node.spec
+    written = [spec.pod_cidr, *spec.pod_cidrs] if spec.pod_cidr else spec.pod_cidrs
+    cidrs = (cidr for text in written for cidr in [parse_cidr(text)] if cidr is not None)
     return Node(
-        name, {HOSTNAME_LABEL: name, **node.metadata.labels}, tuple(dict.fromkeys(addresses)), file
+        name,
+        {HOSTNAME_LABEL: name, **node.metadata.labels},
+        tuple(dict.fromkeys(addresses)),
+        file,
+        tuple(dict.fromkeys(cidrs)),
     )
 
 

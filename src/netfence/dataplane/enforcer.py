@@ -49,8 +49,9 @@ class Enforcer:
     probes), so its flows are never revoked. `program`: what the kernel table holds now,
     when known (a restarted caller that rebuilt it from the state it last enforced).
     `pod_cidrs`: the node's pod ranges, where addresses of pods not yet programmed are
-    refused (see `NodeProgram`). `decisions`: the decision log (None: off); in audit mode
-    nothing is enforced, so tracked flows are not cut either.
+    refused (see `NodeProgram`; None: those its Node object declares). `decisions`: the
+    decision log (None: off); in audit mode nothing is enforced, so tracked flows are not cut
+    either.
     """
 
     def __init__(
@@ -59,7 +60,7 @@ class Enforcer:
         node: str,
         node_addresses: frozenset[str] = frozenset(),
         program: NodeProgram | None = None,
-        pod_cidrs: Sequence[IPNetwork] = (),
+        pod_cidrs: Sequence[IPNetwork] | None = (),
         decisions: DecisionLog | None = None,
     ) -> None:
         self.netns = netns
@@ -67,7 +68,7 @@ class Enforcer:
         # One nft context in the namespace for the enforcer's life: a pod update then costs
         # no process start (see dataplane/apply.py).
         self.nft = Nftables(netns)
-        self.pod_cidrs = tuple(pod_cidrs)
+        self.pod_cidrs = None if pod_cidrs is None else tuple(pod_cidrs)
         self.node = node
         self.node_addresses = node_addresses
         self.program = program

@@ -674,11 +674,17 @@ class NodeProgram:
     whole table or an element transaction from it.
     """
 
-    def __init__(self, state: ClusterState, node: str, pod_cidrs: Sequence[IPNetwork] = ()) -> None:
+    def __init__(
+        self, state: ClusterState, node: str, pod_cidrs: Sequence[IPNetwork] | None = ()
+    ) -> None:
         """`pod_cidrs`: the node's pod address ranges. An address there that belongs to no
         pod this program knows is a pod whose rules are not programmed yet (the network
-        plugin gave it an address before its Pod reached the agent): dropped until then."""
+        plugin gave it an address before its Pod reached the agent): dropped until then.
+        None: those its Node object declares (`spec.podCIDRs`), none until it is known."""
         self.node = node
+        self._own_cidrs = pod_cidrs is None
+        if pod_cidrs is None:
+            pod_cidrs = _node_cidrs(state, node)
         self.policies = _policy_records(state)
         compiled: list[AnyPolicy] = [compile_policy(p) for p in state.policies]
         compiled += (compile_cluster_policy(p, state.nodes) for p in state.cluster_policies)
@@ -721,6 +727,8 @@ class NodeProgram:
         the policies differ (the caller builds a new program: a new table)."""
         if _policy_records(state) != self.policies:
             return False
+        if self._own_cidrs and _node_cidrs(state, self.node) != self._cidrs:
+            return False  # its ranges are in the table's sets too: a new one
         wanted = {p.key: p for p in state.pods}
         self.update(
             upserted=[p for k, p in wanted.items() if self.pods.get(k) != p],
@@ -829,6 +837,11 @@ class NodeProgram:
             side.place_column(ip, side.pod_matches(owner, ip) if owner else None)
             local = owner is not None and owner.node == self.node
             side.place_row(ip, side.row_key(owner) if owner and local else None)
+
+
+def _node_cidrs(state: ClusterState, node: str) -> tuple[IPNetwork, ...]:
+    found = state.nodes.get(node)
+    return found.pod_cidrs if found is not None else ()
 
 
 def _address(pod: Pod, family: int) -> IPAddress | None:

@@ -397,9 +397,15 @@ class NodeStatus(Wire):
     addresses: OptList[NodeAddress] = Field(default_factory=list)
 
 
+class NodeSpec(Wire):
+    pod_cidr: StrictStr | None = Field(default=None, alias="podCIDR")
+    pod_cidrs: OptList[StrictStr] = Field(default_factory=list, alias="podCIDRs")
+
+
 class Node(Wire):
     kind: Literal["Node"] = "Node"
     metadata: ObjectMeta
+    spec: NodeSpec = Field(default_factory=NodeSpec)
     status: NodeStatus = Field(default_factory=NodeStatus)
 
 

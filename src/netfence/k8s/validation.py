@@ -105,6 +105,7 @@ def validate(item: Loaded) -> list[Problem]:
     elif isinstance(obj, Node):
         _metadata(report, obj.metadata, names.dns1123_subdomain)
         _node_addresses(report, obj)
+        _node_cidrs(report, obj)
     else:
         _metadata(report, obj.metadata, names.dns1123_subdomain)
         _cluster_policy(report, obj)
@@ -376,6 +377,16 @@ def _node_addresses(report: _Report, node: Node) -> None:
             if entry.type in NODE_IP_ADDRESS_TYPES
         ],
     )
+
+
+def _node_cidrs(report: _Report, node: Node) -> None:
+    """The node's pod ranges (where the agent refuses addresses no known pod holds)."""
+    spec = node.spec
+    written = [("spec.podCIDR", spec.pod_cidr)]
+    written += [(f"spec.podCIDRs[{i}]", text) for i, text in enumerate(spec.pod_cidrs)]
+    for path, text in written:
+        if text is not None and parse_cidr(text) is None:
+            report.error(path, f"{text!r} is not a valid CIDR", "invalid-cidr")
 
 
 def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
