@@ -232,6 +232,22 @@ def test_cluster_policies_are_keyed_by_kind_and_imply_no_namespace() -> None:
     assert store.snapshot().cluster_policies == []
 
 
+def test_two_admin_policies_of_one_priority_are_an_error_across_sources() -> None:
+    """The API server accepts both, and each object arrives on its own: the store says it,
+    naming the later one in netfence's tie-break order (kind, then name)."""
+    store = ClusterStore()
+    apply(store, Change.upsert(make_anp("b", priority=3)), Change.upsert(make_anp("a", 4)))
+    assert [p.code for p in store.snapshot().problems] == []
+    apply(store, Change.upsert(make_anp("a", priority=3)))
+    [problem] = store.snapshot().problems
+    assert (problem.code, problem.obj, problem.path) == (
+        "duplicate-priority",
+        "AdminNetworkPolicy b",
+        "spec.priority",
+    )
+    assert "AdminNetworkPolicy a" in problem.message
+
+
 def _node_change(draw: st.DrawFn) -> Change:
     """Pods moving between nodes with their addresses, and declared nodes coming and going."""
     if draw(st.booleans()):

@@ -211,8 +211,8 @@ class ClusterState:
         duplicates, rejected = duplicate_names(valid)
         problems.extend(duplicates)
         valid = [item for item in valid if id(item) not in rejected]
-        problems.extend(priority_conflicts(valid))
         state = cls.from_objects((item.obj for item in valid), problems, files=valid)
+        state.problems.extend(priority_conflicts(state.cluster_policies))
         if fail_closed:
             for policy in broken:
                 if isinstance(policy, BrokenPolicy):

@@ -35,6 +35,7 @@ from netfence.cluster.state import (
     namespace_record,
     shared_addresses,
 )
+from netfence.k8s.validation import priority_conflicts
 from netfence.problems import Problem
 from netfence.sources.changes import CLUSTER_POLICY_KINDS, Change, Kind, Record, Update
 
@@ -123,13 +124,22 @@ class ClusterStore:
         self._problems_before = self.problems
         return changed
 
+    def _priority_conflicts(self) -> list[Problem]:
+        """Across sources' objects (the API checks each on its own): in netfence's order of
+        evaluation for a tie, kind then name."""
+        ranked = sorted(
+            (p for p in self.cluster_policies.values() if not p.closed),
+            key=lambda p: (p.kind, p.name),
+        )
+        return priority_conflicts(ranked)
+
     def snapshot(self) -> ClusterState:
         pods = list(self.pods.values())
         return ClusterState(
             namespaces=self.namespaces,
             pods=pods,
             policies=list(self.policies.values()),
-            problems=[*self.problems, *shared_addresses(pods)],
+            problems=[*self.problems, *shared_addresses(pods), *self._priority_conflicts()],
             cluster_policies=list(self.cluster_policies.values()),
             nodes=self.nodes,
         )

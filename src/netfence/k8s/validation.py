@@ -12,17 +12,20 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from netfence.k8s import names
-from netfence.k8s.loader import Loaded
+from netfence.k8s.loader import Loaded, describe
 from netfence.k8s.models import (
-    AdminNetworkPolicy,
+    AdminNetworkPolicySpec,
     AdminPort,
     BaselineAdminNetworkPolicy,
     ClusterNetworkPolicy,
+    ClusterNetworkPolicySpec,
     ClusterPolicyObject,
     ClusterPolicyPeer,
     ClusterPolicyRule,
+    ClusterPolicySpec,
     Container,
     DestinationPort,
     LabelSelector,
@@ -776,33 +779,47 @@ def _protocol(report: _Report, protocol: str, path: str) -> None:
         )
 
 
-def priority_conflicts(items: Iterable[Loaded]) -> list[Problem]:
+class Ranked(Protocol):
+    """A cluster-wide policy as the priority check sees it (`cluster.state.ClusterPolicy`)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def spec(self) -> ClusterPolicySpec: ...
+    @property
+    def file(self) -> str: ...
+
+
+def priority_conflicts(policies: Iterable[Ranked]) -> list[Problem]:
     """Two policies of one tier with one priority: their relative order is undefined.
 
     The API server accepts both; Kubernetes leaves their order to the implementation, so the
     answer would depend on the plugin. Both stay in the analysis (in name order, netfence's
     tie-break) and each later one gets an error naming the first.
     """
-    seen: dict[tuple[str, int], Loaded] = {}
+    seen: dict[tuple[str, int], Ranked] = {}
     problems = []
-    for item in items:
-        obj = item.obj
-        if isinstance(obj, ClusterNetworkPolicy):
-            tier, priority = obj.spec.tier, obj.spec.priority
-        elif isinstance(obj, AdminNetworkPolicy):
-            tier, priority = "Admin", obj.spec.priority
+    for policy in policies:
+        spec = policy.spec
+        if isinstance(spec, ClusterNetworkPolicySpec):
+            tier, priority = spec.tier, spec.priority
+        elif isinstance(spec, AdminNetworkPolicySpec):
+            tier, priority = "Admin", spec.priority
         else:
             continue
-        first = seen.setdefault((tier, priority), item)
-        if first is not item:
+        first = seen.setdefault((tier, priority), policy)
+        if first is not policy:
             problems.append(
                 Problem(
                     "error",
-                    f"priority {priority} is also the priority of {first.ident} ({first.file}): "
-                    f"the order of two {tier}-tier policies with one priority is undefined, so "
-                    "their verdicts depend on the network plugin; give each its own priority",
-                    file=item.file,
-                    obj=item.ident,
+                    f"priority {priority} is also the priority of "
+                    f"{describe(first.kind, '', first.name)} ({first.file}): the order of two "
+                    f"{tier}-tier policies with one priority is undefined, so their verdicts "
+                    "depend on the network plugin; give each its own priority",
+                    file=policy.file,
+                    obj=describe(policy.kind, "", policy.name),
                     path="spec.priority",
                     code="duplicate-priority",
                 )
