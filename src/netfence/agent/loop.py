@@ -195,11 +195,12 @@ class Agent:
         self.metrics.objects.labels("clusterpolicies").set(len(self.store.cluster_policies))
         self.metrics.objects.labels("nodes").set(len(self.store.declared_nodes))
         self.metrics.objects.labels("namespaces").set(len(self.store.namespaces))
-        if changed.problems:
+        if changed.problems or changed.cluster_policies:
+            problems = [*self.store.problems, *self.store.priority_conflicts()]
             for severity in ("error", "warning"):
-                count = sum(p.severity == severity for p in self.store.problems)
+                count = sum(p.severity == severity for p in problems)
                 self.metrics.problems.labels(severity).set(count)
-            for problem in self.store.problems:
+            for problem in problems:
                 _event(logging.WARNING, "problem", problem=str(problem))
 
     # -- drift ----------------------------------------------------------------------------

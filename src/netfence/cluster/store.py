@@ -124,7 +124,7 @@ class ClusterStore:
         self._problems_before = self.problems
         return changed
 
-    def _priority_conflicts(self) -> list[Problem]:
+    def priority_conflicts(self) -> list[Problem]:
         """Across sources' objects (the API checks each on its own): in netfence's order of
         evaluation for a tie, kind then name."""
         ranked = sorted(
@@ -139,7 +139,7 @@ class ClusterStore:
             namespaces=self.namespaces,
             pods=pods,
             policies=list(self.policies.values()),
-            problems=[*self.problems, *shared_addresses(pods), *self._priority_conflicts()],
+            problems=[*self.problems, *shared_addresses(pods), *self.priority_conflicts()],
             cluster_policies=list(self.cluster_policies.values()),
             nodes=self.nodes,
         )
