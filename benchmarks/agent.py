@@ -54,7 +54,6 @@ import dataclasses
 import ipaddress
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -72,7 +71,7 @@ sys.path.insert(0, str(HERE))
 
 from netfence.agent.loop import Agent  # noqa: E402  (benchmarks/ is not a package)
 from netfence.cluster.state import ClusterState, Pod  # noqa: E402
-from netfence.dataplane.apply import apply_ruleset, list_table  # noqa: E402
+from netfence.dataplane.apply import apply_ruleset, list_table, normalized  # noqa: E402
 from netfence.dataplane.compile import compile_node  # noqa: E402
 from netfence.dataplane.enforcer import Applied, Enforcer, PodChanges  # noqa: E402
 from netfence.k8s.loader import load_paths  # noqa: E402
@@ -279,25 +278,11 @@ async def run_agent(
     )
 
 
-_ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
-
-
-def normalised(listing: str) -> str:
-    """`nft list table` with each set's elements sorted: nft lists hash sets and maps in
-    the kernel's hash order, which depends on the order the elements were added."""
-
-    def sort(match: re.Match[str]) -> str:
-        items = sorted(" ".join(item.split()) for item in match[1].split(","))
-        return "elements = { " + ", ".join(items) + " }"
-
-    return _ELEMENTS.sub(sort, listing)
-
-
 def check_table(netns: str, reference_netns: str, state: ClusterState, node: str) -> None:
     """The agent's table equals the final cluster compiled from scratch: the same chains,
     rules and set elements, as nft lists them."""
     apply_ruleset(reference_netns, compile_node(state, node))
-    if normalised(list_table(netns)) != normalised(list_table(reference_netns)):
+    if normalized(list_table(netns)) != normalized(list_table(reference_netns)):
         raise SetupError(
             "after the adds the agent's table differs from the cluster compiled from scratch"
         )

@@ -8,7 +8,6 @@ Each check compares the kernel's table with a reference: the same cluster compil
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -22,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from netfence.cluster.state import ClusterState
-from netfence.dataplane.apply import ApplyError, apply_ruleset, list_table
+from netfence.dataplane.apply import apply_ruleset, list_table, normalized
 from netfence.dataplane.compile import compile_node
 from netfence.k8s.loader import load_paths
+from netfence.lab import agents
 from tests.dataplane.conftest import netns as netns
 
 CLUSTER = """\
@@ -123,7 +123,7 @@ def reference(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
     def listing(folder: Path) -> str:
         state = ClusterState.build(load_paths([folder]))
         apply_ruleset(name, compile_node(state, "n0"))
-        return _sorted(list_table(name))
+        return normalized(list_table(name))
 
     try:
         yield listing
@@ -147,20 +147,7 @@ def _metric(text: str, name: str) -> float:
     return 0.0
 
 
-def _table(netns: str) -> str | None:
-    try:
-        return _sorted(list_table(netns))
-    except ApplyError:
-        return None
-
-
-def _sorted(listing: str) -> str:
-    """nft lists hash sets in insertion order: sort every set's elements."""
-    return re.sub(
-        r"elements = \{([^}]*)\}",
-        lambda m: "elements = {" + ",".join(sorted(e.strip() for e in m[1].split(","))) + "}",
-        listing,
-    )
+_table = agents.table  # the node's table as two equal tables list it; None without one
 
 
 def test_agent_follows_the_folder_repairs_drift_and_survives_restarts(

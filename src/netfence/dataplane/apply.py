@@ -333,3 +333,20 @@ def check_ruleset(netns: str | None, script: str) -> None:
 def list_table(netns: str | None, table: str = "netfence") -> str:
     with Nftables(netns) as nft:
         return nft.list_table(table)
+
+
+_ELEMENTS = re.compile(r"elements = \{([^}]*)\}")
+_COUNTER = re.compile(r"counter packets \d+ bytes \d+")
+
+
+def normalized(listing: str) -> str:
+    """A table listing as two equal tables share it: each set's elements sorted (nft lists
+    hash sets and maps in the kernel's hash order, which depends on the order they were
+    added, and wraps long lists wherever they reach the line's end) and counter values
+    dropped (traffic changes them)."""
+
+    def sort(match: re.Match[str]) -> str:
+        items = sorted(" ".join(item.split()) for item in match[1].split(","))
+        return "elements = { " + ", ".join(items) + " }"
+
+    return _ELEMENTS.sub(sort, _COUNTER.sub("counter", listing))

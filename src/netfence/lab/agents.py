@@ -37,7 +37,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import yaml
 
 from netfence.cluster.state import ClusterState, Pod
 from netfence.dataplane import conntrack
-from netfence.dataplane.apply import ApplyError, apply_ruleset, list_table
+from netfence.dataplane.apply import ApplyError, apply_ruleset, list_table, normalized
 from netfence.dataplane.compile import render_table
 from netfence.dataplane.program import NodeProgram
 from netfence.k8s.loader import MANIFEST_SUFFIXES, manifest_files
@@ -392,17 +391,6 @@ def _reap(pids: Iterable[int]) -> None:
 
 
 # -- waiting for enforcement --------------------------------------------------------------
-
-
-def normalized(listing: str) -> str:
-    """A table listing that two equal tables share: set elements sorted (nft lists them in
-    insertion order) and counter values dropped (traffic changes them)."""
-    listing = re.sub(r"counter packets \d+ bytes \d+", "counter", listing)
-    return re.sub(
-        r"elements = \{([^}]*)\}",
-        lambda m: "elements = {" + ",".join(sorted(e.strip() for e in m[1].split(","))) + "}",
-        listing,
-    )
 
 
 def table(netns_name: str) -> str | None:
