@@ -21,7 +21,6 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from collections.abc import Iterator
 
 from netfence.dataplane.nflog import NflogError, Subscription, attributes, messages, open_socket
 
@@ -36,10 +35,7 @@ _NFGENMSG = struct.Struct("!BBH")
 
 def touches(data: bytes, table: str = "netfence") -> bool:
     """Whether a datagram of nftables events holds a structural change of `inet <table>`."""
-    return any(True for _ in _structural(data, table.encode()))
-
-
-def _structural(data: bytes, table: bytes) -> Iterator[None]:
+    name = table.encode()
     for kind, start, end in messages(data):
         subsystem, message = kind >> 8, kind & 0xFF
         if subsystem != NFNL_SUBSYS_NFTABLES or message not in STRUCTURAL:
@@ -47,9 +43,9 @@ def _structural(data: bytes, table: bytes) -> Iterator[None]:
         if end - start < _NFGENMSG.size or data[start] != NFPROTO_INET:
             continue
         for attribute, value in attributes(data, start + _NFGENMSG.size, end):
-            if attribute == _NAME and value.rstrip(b"\0") == table:
-                yield None
-                break
+            if attribute == _NAME and value.rstrip(b"\0") == name:
+                return True
+    return False
 
 
 class TableEvents(Subscription):
